@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny random-weight CoDA directories built from the real CoDA config and tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coda_model.testing import find_shared_coda_dir, write_random_coda_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def coda_v0_dir() -> Path:
+    path = find_shared_coda_dir(REPO)
+    if path is None:
+        pytest.fail("shared/coda-v0 not found beside the checkout: clone the repo next to ../shared")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, coda_v0_dir) -> Path:
+    """A 2-layer random CoDA model with the real 151,936-row vocab, saved as 2 safetensors shards."""
+    return write_random_coda_dir(tmp_path_factory.mktemp("tiny-coda"), coda_v0_dir, seed=0, num_shards=2)
