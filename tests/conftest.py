@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads during tests
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from coda_model.testing import find_shared_coda_dir, write_random_coda_dir
 
