@@ -62,15 +62,28 @@ def write_random_full_size(out: Path, max_shard_bytes: int = 2 * 1024**3) -> int
     return total
 
 
+def _vm_hwm_mb() -> float:
+    """Peak resident set of this process (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _measure(path: str) -> dict:
     from coda_model.checkpoint import load_model
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _vm_hwm_mb()
     t0 = time.perf_counter()
     loaded = load_model(path, device="cpu", dtype="bfloat16")
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    n = sum(p.numel() for p in loaded.model.parameters())
-    return {"parameters": n, "load_seconds": round(seconds, 2), "rss_before_mb": before / 1024, "peak_rss_mb": peak / 1024}
+    after_load = _vm_hwm_mb()
+    with torch.no_grad():  # touch every weight: mmap-backed tensors become resident
+        n = 0
+        for p in loaded.model.parameters():
+            p.sum()
+            n += p.numel()
+    return {"parameters": n, "load_seconds": round(seconds, 2), "rss_before_mb": round(before, 1),
+            "peak_rss_after_load_mb": round(after_load, 1), "peak_rss_mb": round(_vm_hwm_mb(), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
