@@ -1,0 +1,207 @@
+"""Side-by-side measurements for the default model and its rivals (held-out loss, infilling).
+
+Why here and not only in `coda-eval`: the comparison needs the *same* numbers for a diffusion model
+and an autoregressive one (the AR+FIM rival), on our held-out files, with a fixed seed so two runs are
+comparable. `coda-eval` (issue 8) is used for the HumanEval infilling tasks when present; this script
+is the fallback and the source of the held-out numbers.
+
+- `heldout`: the first `--rows` rows of `seq`-token windows of the held-out files (whole packages and
+  stdlib modules never trained on). Diffusion: the CoDA objective (1/sigma-weighted masked CE / B*L) at
+  a fixed grid of sigma, and masked-token accuracy at sigma = 0.15 / 0.5; AR (`--ar`): next-token CE.
+- `infill`: HumanEval Single/MultiLine infilling, first `--limit` problems. Diffusion models go
+  through `coda_model.engine.Engine.infill` with a hole budget of `ceil(1.5 * n) + 4` tokens (n = the
+  canonical middle's length; pads let the model end early); AR+FIM models decode greedily after
+  `<|fim_prefix|>p<|fim_suffix|>s<|fim_middle|>` until eos/pad or the same budget. Exact match compares
+  whitespace-normalised lines. The trivial baseline predicts the most frequent line of our training
+  corpus for every hole.
+
+Usage:
+    .venv/bin/python train/recipes/default_model/compare.py heldout MODEL_DIR [--ar] --out x.json
+    .venv/bin/python train/recipes/default_model/compare.py infill MODEL_DIR [--ar] --task single --limit 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from coda_model.checkpoint import load_model
+
+REPO = Path(__file__).resolve().parents[3]
+SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def heldout_rows(tok, data: Path, seq: int, rows: int) -> torch.Tensor:
+    ids: list[int] = []
+    for line in (data / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
+        ids += tok.encode(json.loads(line)["text"]) + [tok.eos_id]
+        if len(ids) >= seq * rows:
+            break
+    n = min(rows, len(ids) // seq)
+    return torch.tensor(ids[: n * seq]).view(n, seq)
+
+
+@torch.inference_mode()
+def heldout(loaded, data: Path, seq: int, rows: int, ar: bool, batch: int = 8) -> dict:
+    model, tok = loaded.model, loaded.tokenizer
+    x = heldout_rows(tok, data, seq, rows)
+    out: dict = {"rows": x.shape[0], "seq": seq, "tokens": x.numel()}
+    if ar:
+        total, count = 0.0, 0
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch]
+            logits = model(xb, causal=True).logits.float()
+            total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1), reduction="sum").item()
+            count += xb[:, 1:].numel()
+        out["ar_nll_per_token"] = total / count
+        return out
+    gen = torch.Generator().manual_seed(1234)
+    per_sigma, acc = {}, {}
+    for sigma in SIGMAS:
+        loss_sum, correct, masked_total = 0.0, 0, 0
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch]
+            m = torch.rand(xb.shape, generator=gen) < sigma
+            m[:, 0] = False
+            logits = model(xb.masked_fill(m, tok.mask_id)).logits.float()
+            tgt_mask = m[:, 1:]
+            pred = logits[:, :-1][tgt_mask]
+            tgt = xb[:, 1:][tgt_mask]
+            loss_sum += F.cross_entropy(pred, tgt, reduction="sum").item() / sigma
+            correct += int((pred.argmax(-1) == tgt).sum())
+            masked_total += int(tgt_mask.sum())
+        per_sigma[str(sigma)] = loss_sum / x.numel()  # CoDA normalisation: / (B * L)
+        acc[str(sigma)] = correct / max(1, masked_total)
+    out["diffusion_loss_by_sigma"] = per_sigma
+    out["diffusion_loss_mean"] = sum(per_sigma.values()) / len(per_sigma)  # ~ the objective's expectation over sigma
+    out["masked_token_accuracy_by_sigma"] = acc
+    return out
+
+
+def load_infill(task: str, data_dir: Path, limit: int) -> list[dict]:
+    name = {"single": "HumanEval-SingleLineInfilling", "multi": "HumanEval-MultiLineInfilling"}[task]
+    rows = []
+    with gzip.open(data_dir / "humaneval-infilling" / f"{name}.jsonl.gz", "rt") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if len(rows) >= limit:
+                break
+    return rows
+
+
+def norm(text: str) -> list[str]:
+    return [" ".join(l.split()) for l in text.strip("\n").splitlines() if l.strip()]
+
+
+@torch.inference_mode()
+def ar_fim_infill(loaded, prefix: str, suffix: str, budget: int) -> str:
+    model, tok = loaded.model, loaded.tokenizer
+    f = tok.fim_ids
+    ids = [f["<|fim_prefix|>"]] + tok.encode(prefix) + [f["<|fim_suffix|>"]] + tok.encode(suffix) + [f["<|fim_middle|>"]]
+    stop = {tok.eos_id, tok.pad_id, f["<|fim_pad|>"], f["<|fim_prefix|>"], f["<|fim_suffix|>"]}
+    x = torch.tensor([ids])
+    out = model(x, causal=True, use_cache=True)
+    past, pos = out.key_values, x.shape[1]
+    nxt = int(out.logits[0, -1].argmax())
+    gen: list[int] = []
+    while nxt not in stop and len(gen) < budget:
+        gen.append(nxt)
+        out = model(torch.tensor([[nxt]]), position_ids=torch.tensor([[pos]]), past_key_values=past, use_cache=True,
+                    causal=True)
+        past = [(torch.cat([pk, k], 2), torch.cat([pv, v], 2)) for (pk, pv), (k, v) in zip(past, out.key_values)]
+        pos += 1
+        nxt = int(out.logits[0, -1].argmax())
+    return tok.decode(gen)
+
+
+def diffusion_infill(loaded, engine, prefix: str, suffix: str, budget: int, steps: int, threshold) -> str:
+    from coda_model.engine import DecodeConfig  # noqa: PLC0415
+
+    tok = loaded.tokenizer
+    cfg = DecodeConfig(steps=min(steps, budget), alg="entropy", temperature=0.0, threshold=threshold, seed=0)
+    state = None
+    for state in engine.infill(tok.encode(prefix), tok.encode(suffix), length=budget, config=cfg):
+        pass
+    return engine.hole_text(state)
+
+
+def most_frequent_line(data: Path) -> str:
+    counts: Counter = Counter()
+    for i, line in enumerate((data / "train.jsonl").read_text(encoding="utf-8").splitlines()):
+        if i >= 2000:
+            break
+        for l in json.loads(line)["text"].splitlines():
+            s = l.strip()
+            if s and not s.startswith("#") and s not in ('"""', "'''"):
+                counts[s] += 1
+    return counts.most_common(1)[0][0]
+
+
+def infill(args, loaded) -> dict:
+    rows = load_infill(args.task, Path(args.data_dir), args.limit)
+    engine = None
+    if loaded is not None and not args.ar:
+        from coda_model.engine import Engine  # noqa: PLC0415
+
+        engine = Engine(loaded)
+    trivial = most_frequent_line(Path(args.data)) if loaded is None else None
+    exact, examples, t0 = 0, [], time.time()
+    for row in rows:
+        if loaded is None:
+            pred = "    " + trivial
+        else:
+            n = len(loaded.tokenizer.encode(row["canonical_solution"]))
+            budget = math.ceil(1.5 * n) + 4
+            if args.ar:
+                pred = ar_fim_infill(loaded, row["prompt"], row["suffix"], budget)
+            else:
+                pred = diffusion_infill(loaded, engine, row["prompt"], row["suffix"], budget, args.steps, args.threshold)
+        ok = norm(pred) == norm(row["canonical_solution"])
+        exact += ok
+        if len(examples) < 5:
+            examples.append({"task_id": row["task_id"], "target": row["canonical_solution"], "pred": pred, "exact": ok})
+    return {"task": args.task, "n": len(rows), "exact_match": exact / max(1, len(rows)), "seconds": round(time.time() - t0, 1),
+            "budget": "ceil(1.5*n)+4", "trivial_line": trivial, "examples": examples}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("heldout", "infill"))
+    ap.add_argument("model", help="model directory (export or checkpoint); 'trivial' for the baseline (infill)")
+    ap.add_argument("--ar", action="store_true", help="the model is autoregressive (causal attention, FIM prompts)")
+    ap.add_argument("--data", default=str(REPO / "data" / "default_model"))
+    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--rows", type=int, default=48)
+    ap.add_argument("--task", choices=("single", "multi"), default="single")
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=64, help="max denoising steps per hole (diffusion)")
+    ap.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    loaded = None if args.model == "trivial" else load_model(args.model, device="cpu", dtype="float32")
+    if args.what == "heldout":
+        res = heldout(loaded, Path(args.data), args.seq, args.rows, args.ar)
+    else:
+        res = infill(args, loaded)
+    res["model"] = args.model
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
