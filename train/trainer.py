@@ -82,6 +82,10 @@ class Trainer:
             if ckpt is None:
                 raise CheckpointError(f"no intact checkpoint in {self.out}: every candidate is corrupt; "
                                       "start a new run.out_dir")
+            if self.backend.is_main:
+                for bad in [p for p in list_checkpoints(self.out) if p.name > ckpt.name]:
+                    bad.rename(bad.with_name(f"corrupt-{bad.name}"))  # kept for inspection, out of the way
+            self.backend.barrier()
         built = build_model(cfg.model, cfg.run.seed)
         self.model_config, self.tokenizer = built.config, built.tokenizer
         mc = built.config
@@ -109,10 +113,12 @@ class Trainer:
         self.micro, self.accum = micro, cfg.run.batch_size // (micro * world)
         # model, optimizer, schedule
         self.state = TrainState()
+        self._saved_step = -1
         model_state = optim_state = rng_state = None
         if ckpt is not None:
             check_same_shape(ckpt, mc)
             self.state, _ = read_trainer_state(ckpt)
+            self._saved_step = self.state.step
             model_state = load_model_state(ckpt)
             optim_state, rng_state = load_training_state(ckpt)
         self.raw_model = built.model
@@ -221,7 +227,7 @@ class Trainer:
                                  "tokens_per_s": tps, "mfu": self._mfu(tps), "elapsed_s": self.state.elapsed_s})
                 if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < cfg.run.steps:
                     self.save()
-            if list_checkpoints(self.out) == [] or int(list_checkpoints(self.out)[-1].name[5:]) != self.state.step:
+            if self._saved_step != self.state.step:
                 self.save()
         finally:
             if bar is not None:
@@ -260,6 +266,7 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
         path = None
+        self._saved_step = self.state.step
         if b.is_main:
             path = write_checkpoint(self.out, self.state, model_state=model_state, model_config=self.model_config,
                                     tokenizer=self.tokenizer, optim_state=optim_state, rng_state=rng,

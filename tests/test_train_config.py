@@ -1,0 +1,79 @@
+"""Config parsing: strict keys and types, overrides, epoch-indexed curriculum values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coda_train.config import ConfigError, at_epoch, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_key_error_names_the_key(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[optim]\nlearning_rate = 1e-3\n")
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate"):
+        load_config(f)
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[optimizer]\nlr = 1e-3\n")
+    with pytest.raises(ConfigError, match=r"optimizer"):
+        load_config(f)
+
+
+def test_wrong_type_error_names_the_key(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[run]\nsteps = "many"\n')
+    with pytest.raises(ConfigError, match=r"run\.steps.*integer"):
+        load_config(f)
+
+
+def test_bool_is_not_an_int_and_int_is_a_float(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[run]\nsteps = true\n")
+    with pytest.raises(ConfigError, match=r"run\.steps"):
+        load_config(f)
+    f.write_text("[optim]\nlr = 1\n")
+    assert load_config(f).optim.lr == 1.0
+
+
+def test_choice_fields_reject_unknown_values():
+    with pytest.raises(ConfigError, match=r"objective\.kind"):
+        load_config(None, ["objective.kind=gpt"])
+
+
+def test_overrides_use_toml_values():
+    cfg = load_config(None, ["optim.lr=3e-4", "objective.sampling_eps=[0.001, 0.25]", "run.out_dir=runs/x"])
+    assert cfg.optim.lr == 3e-4
+    assert cfg.objective.sampling_eps == [0.001, 0.25]
+    assert cfg.run.out_dir == "runs/x"
+    assert parse_override("run.steps=5") == ("run.steps", 5)
+    with pytest.raises(ConfigError, match="section.key"):
+        load_config(None, ["lr=3"])
+
+
+def test_curriculum_lists_are_indexed_by_epoch_modulo_length():
+    assert at_epoch([0.001, 0.25, 0.5], 0) == 0.001
+    assert at_epoch([0.001, 0.25, 0.5], 4) == 0.25
+    assert at_epoch(0.3, 7) == 0.3
+
+
+def test_probabilities_outside_unit_interval_are_rejected():
+    with pytest.raises(ConfigError, match="prefix_probability"):
+        load_config(None, ["objective.prefix_probability=[0.1, 1.5]"])
+
+
+def test_config_round_trips_through_toml(tmp_path):
+    cfg = load_config(None, ["objective.mask_block_sizes=[2, 4]", "model.tokenizer=tok"])
+    f = tmp_path / "c.toml"
+    f.write_text(cfg.to_toml())
+    assert load_config(f) == cfg
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path):
+    load_config(path)
