@@ -1,9 +1,8 @@
 """Optimizers and learning-rate schedules of the paper's stages.
 
-- Pre-/mid-training: Adafactor exactly as CoDA's TPU trainer builds it (`transformers`' Adafactor with
-  `relative_step=False, scale_parameter=False`, other arguments default: no first moment, update
-  clipping 1.0; spec 4.5) with a linear schedule. Without `transformers`, torch's own Adafactor is used
-  (similar but not identical update rule) and a warning says so.
+- Pre-/mid-training: Adafactor with the update of CoDA's TPU trainer (`transformers`' Adafactor with
+  `relative_step=False, scale_parameter=False`: no first moment, update clipping 1.0; spec 4.5),
+  re-implemented in `coda_train.adafactor` so it also runs on FSDP2 shards, with a linear schedule.
 - SFT: AdamW with a cosine schedule and warm-up ratio 0.1.
 
 Schedules are plain `LambdaLR`s (warm-up then linear / cosine decay to `min_lr_ratio`), so their state
@@ -13,10 +12,9 @@ is a step counter and resumes exactly.
 from __future__ import annotations
 
 import math
-import warnings
-
 import torch
 
+from coda_train.adafactor import Adafactor
 from coda_train.config import OptimConfig
 
 
@@ -25,14 +23,7 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                  weight_decay=cfg.weight_decay, foreach=False)
-    try:
-        from transformers.optimization import Adafactor  # noqa: PLC0415 - optional, matches the paper
-    except ImportError:
-        warnings.warn("transformers is not installed: using torch.optim.Adafactor, which differs from the "
-                      "paper's (HF) Adafactor in details", stacklevel=2)
-        return torch.optim.Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
-    return Adafactor(params, lr=cfg.lr, relative_step=False, scale_parameter=False, warmup_init=False,
-                     weight_decay=cfg.weight_decay)
+    return Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_lambda(cfg: OptimConfig, total_steps: int):

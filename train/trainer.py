@@ -130,7 +130,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.run.steps)
         if optim_state is not None:
-            b.load_optim_state_dict(self.model, self.optimizer, optim_state["optimizer"])
+            b.load_optim_state_dict(self.raw_model, self.optimizer, optim_state["optimizer"])
             self.scheduler.load_state_dict(optim_state["scheduler"])
             torch.set_rng_state(rng_state["torch"])
             if "cuda" in rng_state and torch.cuda.is_available():
@@ -259,8 +259,8 @@ class Trainer:
 
     def save(self) -> Path:
         b = self.backend
-        model_state = b.model_state_dict(self.model)
-        optim_state = {"optimizer": b.optim_state_dict(self.model, self.optimizer),
+        model_state = b.model_state_dict(self.raw_model)
+        optim_state = {"optimizer": b.optim_state_dict(self.raw_model, self.optimizer),
                        "scheduler": self.scheduler.state_dict()}
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
 
 from coda_train.config import RunConfig
 
@@ -53,10 +55,12 @@ class Backend:
         model.load_state_dict(state, strict=True)
 
     def optim_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        return optimizer.state_dict()
+        """Optimizer state keyed by parameter name (not index), the same layout on every back-end, so a
+        run can resume on another number of processes."""
+        return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_optim_state_dict(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        optimizer.load_state_dict(state)
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     def barrier(self) -> None:
         """Wait for all ranks."""
