@@ -1,0 +1,232 @@
+"""Open documents: text, version, UTF-16 positions and a tree-sitter tree edited incrementally.
+
+LSP positions are (line, UTF-16 code unit) pairs and lines end at `\\n`, `\\r\\n` or `\\r`. Python
+strings index code points, and tree-sitter wants UTF-8 byte offsets plus (row, byte column)
+points. `Document` converts between the three and keeps one tree per document that every change
+edits (`tree.edit` + incremental `parse`), so the context extractor always has a current tree.
+
+Clients send odd things: positions past the end of a line or the document are clamped (as the
+spec says), an offset that lands inside a surrogate pair is rounded down to the character,
+documents with NUL bytes are flagged binary, and very large documents are kept as text but never
+parsed. Nothing here imports pygls.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from coda_lsp.languages import canonical_language, new_parser
+
+log = logging.getLogger(__name__)
+
+MAX_PARSE_CHARS = 4_000_000   # bigger documents keep no tree (line-based context only)
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class Pos:
+    """An LSP position: 0-based line and UTF-16 code-unit column."""
+    line: int
+    character: int
+
+
+@dataclass(frozen=True)
+class TextChange:
+    """One `contentChanges` entry: `start`/`end` None means the whole document is replaced."""
+    text: str
+    start: Optional[Pos] = None
+    end: Optional[Pos] = None
+
+
+def utf16_len(s: str) -> int:
+    """Length of `s` in UTF-16 code units."""
+    if s.isascii():
+        return len(s)
+    return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
+
+
+def utf16_to_index(line: str, character: int) -> int:
+    """Index into `line` for a UTF-16 column; past the end clamps, mid-surrogate rounds down."""
+    if character <= 0:
+        return 0
+    if line.isascii():
+        return min(character, len(line))
+    units = 0
+    for i, ch in enumerate(line):
+        width = 2 if ord(ch) > 0xFFFF else 1
+        if units + width > character:
+            return i
+        units += width
+    return len(line)
+
+
+class Document:
+    """One open text document. Positions in are UTF-16 (LSP); offsets out are str indices."""
+
+    def __init__(self, uri: str, text: str, version: int = 0, language_id: str = "") -> None:
+        self.uri = uri
+        self.language = canonical_language(language_id, uri)
+        self.version = version
+        self.text = ""
+        self.line_starts: list[int] = [0]
+        self.tree = None
+        self.parser = None
+        self.binary = False
+        self.last_edit_offset = 0          # where the user last typed (for extra-context snippets)
+        self.edited_at = time.monotonic()  # recency, most recently edited documents come first
+        self._set_text(text)
+        self._parse(incremental=False)
+
+    # --- positions ---------------------------------------------------------------------------------
+    @property
+    def line_count(self) -> int:
+        return len(self.line_starts)
+
+    def line_text(self, line: int) -> str:
+        """Text of a line without its end-of-line characters."""
+        start = self.line_starts[line]
+        end = self.line_starts[line + 1] if line + 1 < len(self.line_starts) else len(self.text)
+        text = self.text[start:end]
+        return text.rstrip("\r\n") if text.endswith(("\n", "\r")) else text
+
+    def offset_at(self, pos: Pos) -> int:
+        """str index of an LSP position, clamped into the document."""
+        if pos.line < 0:
+            return 0
+        if pos.line >= len(self.line_starts):
+            return len(self.text)
+        return self.line_starts[pos.line] + utf16_to_index(self.line_text(pos.line), pos.character)
+
+    def position_at(self, offset: int) -> Pos:
+        """LSP position of a str index."""
+        offset = max(0, min(offset, len(self.text)))
+        line = bisect.bisect_right(self.line_starts, offset) - 1
+        start = self.line_starts[line]
+        return Pos(line, utf16_len(self.text[start:offset]))
+
+    def byte_offset(self, offset: int) -> int:
+        return len(self.text[:offset].encode("utf-8", "surrogatepass"))
+
+    def index_of_byte(self, byte: int) -> int:
+        """str index of a UTF-8 byte offset (tree-sitter node boundaries -> text indices)."""
+        if self._ascii:
+            return max(0, min(byte, len(self.text)))
+        if self._line_bytes is None:  # cumulative UTF-8 length of each line start, built once per version
+            acc, out = 0, []
+            for i, start in enumerate(self.line_starts):
+                out.append(acc)
+                end = self.line_starts[i + 1] if i + 1 < len(self.line_starts) else len(self.text)
+                acc += len(self.text[start:end].encode("utf-8", "surrogatepass"))
+            self._line_bytes = out
+        line = max(0, bisect.bisect_right(self._line_bytes, byte) - 1)
+        start = self.line_starts[line]
+        end = self.line_starts[line + 1] if line + 1 < len(self.line_starts) else len(self.text)
+        raw = self.text[start:end].encode("utf-8", "surrogatepass")[:byte - self._line_bytes[line]]
+        return start + len(raw.decode("utf-8", "ignore"))
+
+    def _point(self, offset: int) -> tuple[int, int]:
+        """tree-sitter (row, byte column) of a str index; rows count `\\n` like tree-sitter does."""
+        row = self.text.count("\n", 0, offset)
+        line_start = self.text.rfind("\n", 0, offset) + 1
+        return row, len(self.text[line_start:offset].encode("utf-8", "surrogatepass"))
+
+    # --- edits -------------------------------------------------------------------------------------
+    def apply_changes(self, changes: Iterable[TextChange], version: Optional[int] = None) -> None:
+        """Apply didChange content changes in order, then reparse once (incrementally)."""
+        incremental = True
+        for change in changes:
+            if change.start is None or change.end is None:
+                self._set_text(change.text)
+                incremental = False
+                continue
+            start, end = self.offset_at(change.start), self.offset_at(change.end)
+            if end < start:
+                start, end = end, start
+            if self.tree is not None and incremental:
+                self._edit_tree(start, end, change.text)
+            self._set_text(self.text[:start] + change.text + self.text[end:], start)
+            self.last_edit_offset = start + len(change.text)
+        if version is not None:
+            self.version = version
+        self.edited_at = time.monotonic()
+        self._parse(incremental)
+
+    def _edit_tree(self, start: int, end: int, new_text: str) -> None:
+        from tree_sitter import Point
+        start_byte, old_end_byte = self.byte_offset(start), self.byte_offset(end)
+        start_pt, old_end_pt = self._point(start), self._point(end)
+        new_bytes = new_text.encode("utf-8", "surrogatepass")
+        nl = new_text.count("\n")
+        if nl:
+            new_end_pt = (start_pt[0] + nl, len(new_text[new_text.rfind("\n") + 1:].encode("utf-8", "surrogatepass")))
+        else:
+            new_end_pt = (start_pt[0], start_pt[1] + len(new_bytes))
+        self.tree.edit(start_byte=start_byte, old_end_byte=old_end_byte, new_end_byte=start_byte + len(new_bytes),
+                       start_point=Point(*start_pt), old_end_point=Point(*old_end_pt), new_end_point=Point(*new_end_pt))
+
+    def _set_text(self, text: str, changed_from: int = 0) -> None:
+        """Replace the text and recompute line starts from the first changed line on."""
+        self.text = text
+        keep = bisect.bisect_right(self.line_starts, max(0, changed_from - 1)) - 1
+        keep = max(0, keep)
+        starts = self.line_starts[:keep + 1] if changed_from > 0 else [0]
+        scan_from = starts[-1]
+        starts.extend(m.end() for m in _EOL.finditer(text, scan_from))
+        self.line_starts = starts
+        self._ascii = text.isascii()
+        self._line_bytes: Optional[list[int]] = None
+        self.binary = "\x00" in text[:8192]
+
+    def _parse(self, incremental: bool) -> None:
+        if self.binary or len(self.text) > MAX_PARSE_CHARS:
+            self.tree = None
+            return
+        if self.parser is None:
+            self.parser = new_parser(self.language)
+            if self.parser is None:
+                return
+            incremental = False
+        data = self.text.encode("utf-8", "surrogatepass")
+        if incremental and self.tree is not None:
+            self.tree = self.parser.parse(data, self.tree)
+        else:
+            self.tree = self.parser.parse(data)
+
+
+class DocumentStore:
+    """All open documents by URI. Unknown URIs give None, never an exception."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, Document] = {}
+
+    def open(self, uri: str, text: str, version: int = 0, language_id: str = "") -> Document:
+        doc = Document(uri, text, version, language_id)
+        self._docs[uri] = doc
+        return doc
+
+    def change(self, uri: str, changes: Iterable[TextChange], version: Optional[int]) -> Optional[Document]:
+        doc = self._docs.get(uri)
+        if doc is None:
+            log.warning("didChange for %s, which is not open: ignored (the client must send didOpen first)", uri)
+            return None
+        doc.apply_changes(changes, version)
+        return doc
+
+    def close(self, uri: str) -> None:
+        self._docs.pop(uri, None)
+
+    def get(self, uri: str) -> Optional[Document]:
+        return self._docs.get(uri)
+
+    def others(self, uri: str, language: str) -> list[Document]:
+        """Other open documents of the same language, most recently edited first."""
+        docs = [d for u, d in self._docs.items() if u != uri and d.language == language and not d.binary]
+        return sorted(docs, key=lambda d: d.edited_at, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self._docs)
