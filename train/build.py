@@ -57,7 +57,10 @@ def random_config(cfg: ModelConfig, tok: CodaTokenizer) -> CodaConfig:
     for name in SHAPE_FIELDS:
         if getattr(cfg, name) is not None:
             data[name] = getattr(cfg, name)
-    data.update(vocab_size=round_up(tok.vocab_size, cfg.vocab_multiple), mask_token_id=tok.mask_id,
+    vocab = cfg.vocab_size or round_up(tok.vocab_size, cfg.vocab_multiple)
+    if vocab < tok.vocab_size:
+        raise ConfigError(f"model.vocab_size={vocab} is below the tokenizer's {tok.vocab_size} ids")
+    data.update(vocab_size=vocab, mask_token_id=tok.mask_id,
                 pad_token_id=tok.pad_id, bos_token_id=tok.pad_id, eos_token_id=tok.eos_id)
     try:
         return CodaConfig.from_dict(data)

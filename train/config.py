@@ -39,7 +39,8 @@ class ModelConfig:
     num_key_value_heads: Optional[int] = None
     head_dim: Optional[int] = None
     max_position_embeddings: Optional[int] = None
-    vocab_multiple: int = 64  # random init: round the tokenizer's vocab up to this multiple (matmul friendly)
+    vocab_size: Optional[int] = None  # random init: embedding rows (>= the tokenizer's ids; e.g. 151936 like Qwen3)
+    vocab_multiple: int = 64  # random init without vocab_size: round the tokenizer's vocab up to this multiple
     init_std: float = 0.02  # random init: N(0, std)
     dtype: str = "float32"  # parameter dtype: float32 | bfloat16 (the TPU runs were pure bf16)
     gradient_checkpointing: bool = False  # recompute each decoder layer in backward (saves activation memory)

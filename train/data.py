@@ -150,6 +150,24 @@ def write_shards(inputs: list[str], tokenizer_dir: str | Path, out: str | Path, 
     return index
 
 
+def write_token_array(out: str | Path, tokens: np.ndarray, doc_ends: np.ndarray, tok: CodaTokenizer,
+                      vocab_size: Optional[int] = None) -> dict:
+    """Write already-tokenized text (one shard) in the same format (benchmarks, synthetic data)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = vocab_size or tok.vocab_size
+    dtype = "uint16" if vocab <= 65536 else "uint32"
+    index = {"version": 1, "kind": "text", "dtype": dtype, "vocab_size": vocab, "eos_id": tok.eos_id,
+             "pad_id": tok.pad_id, "mask_id": tok.mask_id, "shards": [], "docs_done": 0, "num_tokens": 0,
+             "inputs": ["<array>"], "complete": False}
+    ends = np.asarray(doc_ends, dtype=np.int64)
+    meta = [(int(e), 0) for e in ends]
+    _commit_shard(out, index, [np.asarray(tokens, dtype=dtype)], meta, len(meta))
+    index["complete"] = True
+    _write_index(out, index)
+    return index
+
+
 def _bar(enabled: bool, initial: int):
     if not enabled:
         return None

@@ -1,6 +1,6 @@
 """Loss functions: CoDA's weighted masked cross-entropy and the autoregressive baseline.
 
-Both return the *sum* of per-token losses of a micro-batch; the trainer divides by a normaliser that
+Both return the *sum* of per-token losses of a micro-batch (and the number of target tokens, as a tensor); the trainer divides by a normaliser that
 depends only on the global batch (CoDA: B * L, spec 3.2.7; AR: B * (L - 1)). Summing first is what makes
 1 process, N processes and gradient accumulation give the same loss and gradients for the same global
 batch.
@@ -28,18 +28,19 @@ def attention_for(segment_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]
 
 
 def diffusion_loss_sum(model: CodaLM, nb: NoisyBatch, *, segment_ids: Optional[torch.Tensor] = None,
-                       logits: str = "masked") -> tuple[torch.Tensor, int]:
+                       logits: str = "masked") -> tuple[torch.Tensor, torch.Tensor]:
     """sum_b sum_{j>=1} w_b * 1[masked(b, j)] * CE(logits(b, j-1), x(b, j)); also the masked count."""
     mask = attention_for(segment_ids)
     lm = nb.loss_mask
-    num = int(lm.sum())
-    if logits == "full":
+    if logits == "full":  # static shapes (XLA): no host sync here
+        num = lm.sum()
         out = model(nb.input_ids, attention_mask=mask).logits.float()  # [B, L, V]
         ce = F.cross_entropy(out[:, :-1].reshape(-1, out.shape[-1]), nb.targets[:, 1:].reshape(-1), reduction="none")
         ce = ce.view(lm.shape[0], -1)
         return (ce * lm[:, 1:] * nb.weights[:, None]).sum(), num
     B = lm.shape[0]
     counts = lm.sum(1)
+    num = counts.sum()
     K = max(1, int(counts.max()))
     # stable sort puts the masked positions of each row first, in order
     order = torch.sort((~lm).to(torch.int8), dim=1, stable=True).indices[:, :K]  # [B, K] target positions
@@ -53,7 +54,7 @@ def diffusion_loss_sum(model: CodaLM, nb: NoisyBatch, *, segment_ids: Optional[t
 
 def ar_loss_sum(model: CodaLM, tokens: torch.Tensor, *, segment_ids: Optional[torch.Tensor] = None,
                 src_mask: Optional[torch.Tensor] = None, fim_rows_mask: Optional[torch.Tensor] = None,
-                ids: Optional[SpecialIds] = None, gen: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
+                ids: Optional[SpecialIds] = None, gen: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal next-token loss summed over positions 1..L-1 (prompt positions excluded for SFT rows)."""
     if fim_rows_mask is not None and bool(fim_rows_mask.any()):
         tokens = fim_rows(tokens, fim_rows_mask, ids, gen)
@@ -61,4 +62,4 @@ def ar_loss_sum(model: CodaLM, tokens: torch.Tensor, *, segment_ids: Optional[to
     ce = F.cross_entropy(out[:, :-1].reshape(-1, out.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
     ce = ce.view(tokens.shape[0], -1)
     keep = torch.ones_like(ce, dtype=torch.bool) if src_mask is None else ~src_mask[:, 1:]
-    return (ce * keep).sum(), int(keep.sum())
+    return (ce * keep).sum(), keep.sum()

@@ -164,7 +164,7 @@ class Trainer:
         for a in range(self.accum):
             lo = (a * b.world + b.rank) * self.micro
             sl = slice(lo, lo + self.micro)
-            dev = lambda t: None if t is None else t[sl].to(b.device, non_blocking=True)  # noqa: E731
+            dev = lambda t: None if t is None else b.to_device(t[sl])  # noqa: E731
             with self._autocast():
                 if diffusion:
                     part = type(nb)(**{k: dev(v) for k, v in nb.__dict__.items()})

@@ -29,6 +29,10 @@ class Backend:
         """Move / shard the model for training; returns the module to call."""
         return model.to(self.device)
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """Place one micro-batch tensor (XLA also annotates its sharding)."""
+        return t.to(self.device, non_blocking=True)
+
     def grad_scale(self) -> float:
         """Factor on the local loss so gradients come out as d(global loss)/dw after the back-end's reduction."""
         return 1.0
