@@ -57,12 +57,12 @@ def cut(text: str, stops: tuple[str, ...]) -> str:
 
 
 def extract_code(generation: str, task: Task) -> str:
-    """Post-processing of lm-eval's CoDA tasks: cut at <|im_end|>, then at the stop strings, then
-    take the text between an optional ```python fence and the next ```."""
+    """Post-processing of lm-eval's CoDA tasks: cut at <|im_end|>, drop an optional leading
+    ```python fence, cut at the stop strings, then at the next ```."""
     text = cut(generation, EOS_STRINGS)
-    text = cut(text, HUMANEVAL_STOPS if task.style == "humaneval" else MBPP_STOPS)
-    if text.lstrip().startswith("```python\n"):
+    if text.lstrip().startswith("```python\n"):  # a repeated opening fence (the paper would score "")
         text = text.lstrip()[len("```python\n"):]
+    text = cut(text, HUMANEVAL_STOPS if task.style == "humaneval" else MBPP_STOPS)
     return cut(text, ("```",))
 
 
