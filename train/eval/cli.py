@@ -105,6 +105,10 @@ def _cmd_run(a) -> int:
         print(f"\ninterrupted: finished tasks are in {cfg.out_dir}/results.jsonl; re-run the same command to resume",
               file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as exc:  # e.g. out of memory while decoding a batch
+        print(f"coda-eval: error: {type(exc).__name__}: {exc}; finished tasks are kept in "
+              f"{cfg.out_dir}/results.jsonl, re-run to resume (a smaller --batch-size may help)", file=sys.stderr)
+        return 1
     print((cfg.out_dir / "report.md").read_text())
     print(json.dumps(summary["metrics"]))
     return 0
