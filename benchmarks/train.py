@@ -21,7 +21,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +29,11 @@ import torch
 from coda_model.tokenizer import CodaTokenizer
 from coda_train.config import apply_overrides, config_from_dict
 from coda_train.data import write_token_array
-from coda_train.metrics import flops_per_token, guess_peak_flops
+from coda_train.metrics import flops_per_token, guess_peak_flops, measure_matmul_flops
 from coda_train.testing import make_tokenizer
 from coda_train.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def measured_matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def preset_sections(preset: str, tok_dir: Path, data_dir: Path, out_dir: Path, args) -> dict:
@@ -101,7 +86,7 @@ def run(args) -> dict:
         peak = guess_peak_flops(device, cfg)
         peak_source = "vendor dense bf16 peak" if peak else "measured matmul (2048^3, run dtype) on this machine"
         if not peak:
-            peak = measured_matmul_flops(device, dtype)
+            peak = measure_matmul_flops(device, dtype, n=2048)
         fpt = flops_per_token(mc, seq)
         result = {
             "benchmark": "train", "preset": args.preset, "device": str(device),

@@ -110,3 +110,22 @@ def test_sft_jsonl_without_fields_is_a_clear_error(tok, tmp_path):
     f.write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(DataError, match="instruction/output"):
         write_shards([str(f)], tok, tmp_path / "o", kind="sft", progress=False)
+
+
+def test_epoch_rows_make_short_epochs_of_distinct_random_subsets(tok, tmp_path):
+    write_shards(stdlib_dirs("json"), tok, tmp_path / "d", suffixes=(".py",), progress=False)
+    store = TokenStore([str(tmp_path / "d")])
+    rows = RowSource(store, 64, seed=3, epoch_rows=10)
+    assert rows.num_rows == 10 and rows.epoch_of(25) == 2
+    e0, e1 = set(rows._order(0).tolist()), set(rows._order(1).tolist())
+    assert len(e0) == 10 and e0 != e1 and max(e0 | e1) < store.num_tokens // 64
+
+
+def test_curriculum_values_follow_the_epoch_of_the_batch():
+    from coda_train.config import load_config
+    from coda_train.trainer import masking_settings
+
+    cfg = load_config(None, ["objective.prefix_probability=[0.01, 0.05, 0.1]", "objective.sampling_eps=[0.001, 0.25]"])
+    assert masking_settings(cfg, 0).prefix_probability == 0.01
+    assert masking_settings(cfg, 2).prefix_probability == 0.1
+    assert masking_settings(cfg, 1).sampling_eps == 0.25 and masking_settings(cfg, 2).sampling_eps == 0.001

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("text", "sft"), default="text")
     p.add_argument("--shard-tokens", type=int, default=1 << 24)
     p.add_argument("--suffix", action="append", default=[])
+    p.add_argument("--fields", nargs=2, metavar=("PROMPT", "RESPONSE"),
+                   help="SFT JSONL field names (default instruction/output or prompt/response)")
     p.add_argument("--no-progress", action="store_true")
 
     _add_train(sub, "pretrain", "pre-train (diffusion or AR objective) from random or adapted weights")
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         from coda_train.data import write_shards  # noqa: PLC0415
 
         index = write_shards(args.inputs, args.tokenizer, args.out, kind=args.kind, shard_tokens=args.shard_tokens,
-                             suffixes=tuple(args.suffix), progress=not args.no_progress)
+                             suffixes=tuple(args.suffix), progress=not args.no_progress,
+                             fields=tuple(args.fields) if args.fields else None)
         print(f"{index['num_tokens']:,} tokens in {len(index['shards'])} shard(s), {index['docs_done']:,} documents "
               f"-> {args.out}")
     elif cmd in ("pretrain", "midtrain", "sft"):

@@ -53,6 +53,8 @@ class DataConfig:
     seq_len: int = 128  # tokens per row
     packing: str = "concat"  # concat: attend across packed documents | segments: attention stays inside a document
     shuffle: bool = True  # shuffle rows each epoch (seeded by run.seed and the epoch)
+    epoch_rows: int = 0  # rows per "epoch" (a fresh random subset each epoch); 0 = all rows. Compresses
+    #                      an epoch-indexed curriculum into a short run
     sft_max_len_policy: str = "drop"  # SFT rows longer than seq_len: drop (CoDA's code) | truncate (the paper's text)
 
 

@@ -45,11 +45,12 @@ class Document:
     answer: str = ""  # SFT: the assistant turn
 
 
-def iter_documents(inputs: Iterable[str], kind: str = "text", suffixes: tuple[str, ...] = ()) -> Iterator[Document]:
+def iter_documents(inputs: Iterable[str], kind: str = "text", suffixes: tuple[str, ...] = (),
+                   fields: Optional[tuple[str, str]] = None) -> Iterator[Document]:
     """Documents in a deterministic order (sorted paths, file order inside JSONL)."""
     for item in inputs:
         if item.startswith("hf:"):
-            yield from _iter_hf(item[3:], kind)
+            yield from _iter_hf(item[3:], kind, fields)
             continue
         path = Path(item)
         if not path.exists():
@@ -62,7 +63,7 @@ def iter_documents(inputs: Iterable[str], kind: str = "text", suffixes: tuple[st
                 with f.open(encoding="utf-8") as fh:
                     for line in fh:
                         if line.strip():
-                            yield _from_record(json.loads(line), kind, f)
+                            yield _from_record(json.loads(line), kind, f, fields)
             elif kind == "text":
                 try:
                     yield Document(text=f.read_text(encoding="utf-8"))
@@ -72,26 +73,30 @@ def iter_documents(inputs: Iterable[str], kind: str = "text", suffixes: tuple[st
                 raise DataError(f"{f}: SFT data must be .jsonl with instruction/output fields")
 
 
-def _from_record(rec: dict, kind: str, where) -> Document:
+def _from_record(rec: dict, kind: str, where, fields: Optional[tuple[str, str]] = None) -> Document:
     if kind == "text":
         if "text" not in rec:
             raise DataError(f"{where}: a JSONL record has no 'text' field")
         return Document(text=rec["text"])
-    prompt = rec.get("instruction", rec.get("prompt"))
-    answer = rec.get("output", rec.get("response"))
+    if fields:
+        prompt, answer = rec.get(fields[0]), rec.get(fields[1])
+    else:
+        prompt = rec.get("instruction", rec.get("prompt"))
+        answer = rec.get("output", rec.get("response"))
     if prompt is None or answer is None:
-        raise DataError(f"{where}: an SFT record needs instruction/output (or prompt/response) fields")
+        want = "/".join(fields) if fields else "instruction/output (or prompt/response)"
+        raise DataError(f"{where}: an SFT record needs {want} fields")
     return Document(prompt=prompt, answer=answer)
 
 
-def _iter_hf(spec: str, kind: str) -> Iterator[Document]:
+def _iter_hf(spec: str, kind: str, fields: Optional[tuple[str, str]] = None) -> Iterator[Document]:
     try:
         import datasets  # noqa: PLC0415 - optional dependency
     except ImportError as exc:
         raise DataError("hf: inputs need the `datasets` package: pip install datasets") from exc
     name, _, split = spec.partition(":")
     for rec in datasets.load_dataset(name, split=split or "train", streaming=True):
-        yield _from_record(rec, kind, f"hf:{spec}")
+        yield _from_record(rec, kind, f"hf:{spec}", fields)
 
 
 def encode_document(doc: Document, tok: CodaTokenizer, kind: str) -> tuple[list[int], int]:
@@ -105,7 +110,8 @@ def encode_document(doc: Document, tok: CodaTokenizer, kind: str) -> tuple[list[
 
 
 def write_shards(inputs: list[str], tokenizer_dir: str | Path, out: str | Path, *, kind: str = "text",
-                 shard_tokens: int = 1 << 24, suffixes: tuple[str, ...] = (), progress: bool = True) -> dict:
+                 shard_tokens: int = 1 << 24, suffixes: tuple[str, ...] = (), progress: bool = True,
+                 fields: Optional[tuple[str, str]] = None) -> dict:
     """Tokenize `inputs` into shards under `out`; resumes from `out/index.json` if present."""
     if kind not in ("text", "sft"):
         raise DataError(f"unknown data kind {kind!r}: use text or sft")
@@ -128,7 +134,7 @@ def write_shards(inputs: list[str], tokenizer_dir: str | Path, out: str | Path, 
     meta: list[tuple[int, int]] = []
     size = 0
     bar = _bar(progress, skip)
-    for n, doc in enumerate(iter_documents(inputs, kind, suffixes)):
+    for n, doc in enumerate(iter_documents(inputs, kind, suffixes, fields)):
         if n < skip:
             continue
         ids, prompt_len = encode_document(doc, tok, kind)

@@ -33,7 +33,7 @@ class RowSource:
     """Maps a global row number (over all epochs) to its tokens."""
 
     def __init__(self, store: TokenStore, seq_len: int, *, seed: int, shuffle: bool = True,
-                 sft_policy: str = "drop", pad_id: Optional[int] = None) -> None:
+                 sft_policy: str = "drop", pad_id: Optional[int] = None, epoch_rows: int = 0) -> None:
         self.store, self.seq_len, self.seed, self.shuffle = store, seq_len, seed, shuffle
         self.sft = store.kind == "sft"
         self.pad_id = store.pad_id if pad_id is None else pad_id
@@ -49,14 +49,17 @@ class RowSource:
             self.num_rows = store.num_tokens // seq_len
             if self.num_rows == 0:
                 raise DataError(f"the data holds {store.num_tokens} tokens, fewer than one row of data.seq_len={seq_len}")
+        self.total_rows = self.num_rows
+        if epoch_rows:
+            self.num_rows = min(epoch_rows, self.total_rows)
         self._perm_epoch, self._perm = -1, None
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._perm_epoch != epoch:
             if self.shuffle:
-                self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+                self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.total_rows)[:self.num_rows]
             else:
-                self._perm = np.arange(self.num_rows)
+                self._perm = (np.arange(self.num_rows) + epoch * self.num_rows) % self.total_rows
             self._perm_epoch = epoch
         return self._perm
 

@@ -1,7 +1,7 @@
 """What a run reports: JSONL metrics (always), TensorBoard / W&B (when installed), FLOPs and MFU, plots.
 
-`RUN/metrics.jsonl` has one JSON object per logged step (step, loss, lr, grad_norm, epoch, tokens,
-tokens_per_s, mfu, elapsed_s); `coda-train plot RUN` turns it into `RUN/curves.png`.
+`RUN/metrics.jsonl` has one JSON object per logged step (step, loss, loss_avg (mean since the previous
+record), lr, grad_norm, epoch, tokens, tokens_per_s, mfu, elapsed_s); `coda-train plot RUN` turns it into `RUN/curves.png`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,23 @@ def guess_peak_flops(device: torch.device, cfg=None) -> Optional[float]:
         except Exception:  # noqa: BLE001 - best effort
             return None
     return None
+
+
+def measure_matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:
+    """Achieved FLOP/s of an n^3 matmul: the stand-in peak for MFU on CPUs (no vendor figure applies)."""
+    import time  # noqa: PLC0415
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 class MetricsLogger:
@@ -119,7 +136,10 @@ def plot_run(run_dir: str | Path, out: Optional[str | Path] = None) -> Path:
         raise ValueError(f"{run_dir}/metrics.jsonl has no records yet")
     steps = [r["step"] for r in records]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(steps, [r["loss"] for r in records], marker=".")
+    ax1.plot(steps, [r["loss"] for r in records], marker=".", alpha=0.35, label="step loss")
+    if all("loss_avg" in r for r in records):
+        ax1.plot(steps, [r["loss_avg"] for r in records], label="mean since last log")
+    ax1.legend()
     ax1.set_xlabel("step")
     ax1.set_ylabel("loss")
     ax1.set_title(f"loss — {Path(run_dir).name}")

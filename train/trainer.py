@@ -29,7 +29,7 @@ from coda_train.config import ConfigError, TrainConfig, at_epoch
 from coda_train.data import DataError, TokenStore
 from coda_train.loader import RowSource
 from coda_train.masking import MaskingSettings, SpecialIds, noise_batch, progressive_src_mask
-from coda_train.metrics import MetricsLogger, flops_per_token, guess_peak_flops
+from coda_train.metrics import MetricsLogger, flops_per_token, guess_peak_flops, measure_matmul_flops
 from coda_train.objective import ar_loss_sum, diffusion_loss_sum
 from coda_train.optim import build_optimizer, build_scheduler
 
@@ -97,7 +97,8 @@ class Trainer:
             need = "SFT shards (coda-train data --kind sft)" if self.stage == "sft" else "text shards"
             raise DataError(f"stage {self.stage} needs {need}, but data.train holds {store.kind} shards")
         self.rows = RowSource(store, cfg.data.seq_len, seed=cfg.run.seed, shuffle=cfg.data.shuffle,
-                              sft_policy=cfg.data.sft_max_len_policy, pad_id=self.tokenizer.pad_id)
+                              sft_policy=cfg.data.sft_max_len_policy, pad_id=self.tokenizer.pad_id,
+                              epoch_rows=cfg.data.epoch_rows)
         fim = self.tokenizer.fim_ids
         self.ids = SpecialIds(mask=mc.mask_token_id, pad=self.tokenizer.pad_id, eos=self.tokenizer.eos_id,
                               fim_prefix=fim.get("<|fim_prefix|>"), fim_middle=fim.get("<|fim_middle|>"),
@@ -203,6 +204,7 @@ class Trainer:
         bar = self._bar()
         tokens_per_step = cfg.run.batch_size * cfg.data.seq_len
         loss, timed_tokens, timed_s = float("nan"), 0, 0.0
+        window: list[float] = []  # losses since the last log line (the diffusion loss is noisy per step)
         try:
             while self.state.step < cfg.run.steps:
                 step = self.state.step
@@ -215,6 +217,7 @@ class Trainer:
                 if step > 0 or cfg.run.steps == 1:  # step 0 pays for warm-up / compilation
                     timed_tokens, timed_s = timed_tokens + tokens_per_step, timed_s + dt
                 loss = out["loss"]
+                window.append(loss)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss} at step {step + 1}: lower optim.lr or check the data")
                 tps = tokens_per_step / dt
@@ -222,9 +225,11 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", epoch=out["epoch"])
                 if (step + 1) % cfg.run.log_every == 0 or step == 0 or step + 1 == cfg.run.steps:
-                    metrics.log({"step": step + 1, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                    metrics.log({"step": step + 1, "loss": loss, "loss_avg": sum(window) / len(window),
+                                 "lr": self.scheduler.get_last_lr()[0],
                                  "grad_norm": out["grad_norm"], "epoch": out["epoch"], "tokens": self.state.tokens_seen,
                                  "tokens_per_s": tps, "mfu": self._mfu(tps), "elapsed_s": self.state.elapsed_s})
+                    window = []
                 if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < cfg.run.steps:
                     self.save()
             if self._saved_step != self.state.step:
@@ -234,10 +239,15 @@ class Trainer:
                 bar.close()
             metrics.close()
         tps = timed_tokens / timed_s if timed_s else 0.0
+        peak_note = ""
+        if self.peak_flops is None and b.device.type == "cpu" and b.is_main:
+            dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
+            self.peak_flops = measure_matmul_flops(b.device, dtype)  # no vendor peak for CPUs
+            peak_note = f" of a measured {self.peak_flops / 1e9:,.0f} GFLOP/s matmul"
         summary = RunSummary(steps=self.state.step, final_loss=loss, tokens_per_s=tps, mfu=self._mfu(tps),
                              out_dir=str(self.out))
         if b.is_main:
-            mfu = f"{summary.mfu * 100:.2f}%" if summary.mfu is not None else "n/a (set run.peak_tflops)"
+            mfu = f"{summary.mfu * 100:.2f}%{peak_note}" if summary.mfu is not None else "n/a (set run.peak_tflops)"
             self.log(f"done: {summary.steps} steps, final loss {loss:.4f}, {tps:,.0f} tokens/s, MFU {mfu}, "
                      f"checkpoint in {self.out / 'checkpoints'}")
             (self.out / "summary.json").write_text(json.dumps(summary.__dict__, indent=1) + "\n")
