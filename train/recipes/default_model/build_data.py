@@ -8,7 +8,8 @@ minified / data-like files, deduplicate (exact hash and near-duplicates by MinHa
 lines), drop anything overlapping HumanEval / MBPP (13-gram word overlap, the usual decontamination
 test), and hold out whole packages / modules for evaluation.
 
-Output (gitignored): `OUT/train.jsonl`, `OUT/heldout.jsonl` (one {"text", "path", "source", "license",
+Output (gitignored): `OUT/train.jsonl`, `OUT/heldout.jsonl` (optionally `OUT/mid.jsonl`, a prefix of
+the shuffled training split) (one {"text", "path", "source", "license",
 "lang"} per file), `OUT/train_txt/`, `OUT/heldout_txt/` (the same files as plain text, for tools that
 read file trees) and `OUT/stats.json` (every count the data card quotes).
 
@@ -297,7 +298,7 @@ def decontaminate(docs: list[Doc], grams: set[int], stats: Stats) -> list[Doc]:
     return out
 
 
-def write(docs: list[Doc], out: Path, stats: Stats) -> None:
+def write(docs: list[Doc], out: Path, stats: Stats, mid_bytes: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "heldout"):
         part = [d for d in docs if d.heldout == (split == "heldout")]
@@ -310,6 +311,16 @@ def write(docs: list[Doc], out: Path, stats: Stats) -> None:
                 p = txt_root / d.path
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_text(d.text, encoding="utf-8")
+        if split == "train" and mid_bytes > 0:  # an optional small subset: a prefix of the shuffled training split, reused for epochs
+            with open(out / "mid.jsonl", "w", encoding="utf-8") as f:
+                used = 0
+                for d in part:
+                    if used >= mid_bytes:
+                        break
+                    used += len(d.text.encode())
+                    f.write(json.dumps({"text": d.text, "path": d.path}) + "\n")
+                    stats.counts["mid_files"] += 1
+                stats.counts["mid_bytes"] = used
         by_lang = Counter(d.lang for d in part)
         stats.counts[f"{split}_files"] = len(part)
         stats.counts[f"{split}_bytes"] = sum(len(d.text.encode()) for d in part)
@@ -336,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="data/default_model", help="output directory (gitignored)")
     ap.add_argument("--max-file-kb", type=int, default=256, help="skip files larger than this")
     ap.add_argument("--max-dist-mb", type=float, default=3.0, help="cap on bytes taken from one package")
+    ap.add_argument("--mid-mb", type=float, default=0.0, help="also write mid.jsonl, a subset of this size (0 = none)")
     ap.add_argument("--shared-data", default=str(Path(__file__).resolve().parents[3].parent / "shared" / "data"),
                     help="folder with mbpp/mbpp.jsonl (decontamination)")
     args = ap.parse_args(argv)
@@ -345,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = dedup(docs, stats)
     docs = decontaminate(docs, benchmark_ngrams(Path(args.shared_data)), stats)
     stats.counts.pop("decontam_examples", None)
-    write(docs, Path(args.out), stats)
+    write(docs, Path(args.out), stats, int(args.mid_mb * 2**20))
     print(json.dumps(dict(stats.counts), indent=1))
     return 0
 

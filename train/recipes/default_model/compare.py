@@ -98,6 +98,22 @@ def load_infill(task: str, data_dir: Path, limit: int) -> list[dict]:
     return rows
 
 
+def trim_at_suffix(pred: str, suffix: str) -> str:
+    """Cut the prediction where it starts repeating the suffix's first non-empty line.
+
+    Applied to both model kinds (the LSP's post-processing does the same): our AR+FIM rows have no
+    end-of-middle token, so an AR model cannot stop a hole by itself and runs on into the suffix.
+    """
+    first = next((l.strip() for l in suffix.splitlines() if l.strip()), None)
+    if first is None:
+        return pred
+    lines = pred.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if i > 0 and line.strip() == first:
+            return "".join(lines[:i])
+    return pred
+
+
 def norm(text: str) -> list[str]:
     return [" ".join(l.split()) for l in text.strip("\n").splitlines() if l.strip()]
 
@@ -165,6 +181,7 @@ def infill(args, loaded) -> dict:
                 pred = ar_fim_infill(loaded, row["prompt"], row["suffix"], budget)
             else:
                 pred = diffusion_infill(loaded, engine, row["prompt"], row["suffix"], budget, args.steps, args.threshold)
+        pred = trim_at_suffix(pred, row["suffix"])
         ok = norm(pred) == norm(row["canonical_solution"])
         exact += ok
         if len(examples) < 5:
