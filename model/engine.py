@@ -1,0 +1,283 @@
+"""The diffusion infilling engine: token ids in, a stream of denoise states out.
+
+    from coda_model.checkpoint import load_model
+    from coda_model.engine import DecodeConfig, Engine
+    loaded = load_model("model/default_model")
+    engine = Engine(loaded)
+    tok = loaded.tokenizer
+    for state in engine.infill(tok.encode("def add(a, b):\\n    "), tok.encode("\\n"), length=16,
+                               config=DecodeConfig(steps=16, threshold=0.9, block_length=16, cache="dual")):
+        print(state.step, engine.hole_text(state, partial=True))   # stop iterating at any time to cancel
+
+Works on token ids only (tokenization is the caller's); `hole_text` is the one place that decodes.
+The sequence is `prefix ‖ [MASK] × length ‖ suffix`; each step runs the network, takes the (shifted)
+logits at the hole and reveals some masked positions with the sampler (`coda_model.sampler`).
+
+Documented behaviour for edge cases (each tested):
+- empty prefix *and* suffix: allowed, the hole is generated unconditionally (the first hole
+  position is predicted from its own output, CoDA's shift convention at position 0);
+- `length == 0`: one state, already done, with empty tensors (`hole_text` -> "");
+- `length > max_context`: ValueError. Context that does not fit beside the hole is truncated:
+  the prefix loses tokens at its start, the suffix at its end; each side gets half of the room,
+  and a side that needs less leaves the rest to the other (`fit_context`);
+- `steps > length` (or > a block's size): clamped, a step never has less than one position to fill;
+- unknown `alg` / `cache`, bad numbers: ValueError from `DecodeConfig`, one line saying what to use;
+- token ids outside the vocabulary: ValueError.
+
+Cancellation: `infill` returns a generator; every step runs under `torch.no_grad()` that is *not*
+held across `yield`, all per-request buffers (tokens, caches, RNG) live in the generator's frame,
+and yielded states are copies. Dropping the iterator at any point leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from coda_model.cache import CACHE_KINDS, make_cache
+from coda_model.sampler import ALGORITHMS, denoise_step
+
+
+@dataclass
+class DecodeConfig:
+    """How to denoise a hole. Validated on construction."""
+
+    steps: int = 32                  # max denoise steps (forwards) for the hole; clamped to the hole length
+    alg: str = "entropy"             # origin | maskgit_plus | topk_margin | entropy (spec §5.2)
+    temperature: float = 0.0         # 0 = greedy proposals
+    top_p: Optional[float] = None    # nucleus filter on the proposals
+    top_k: Optional[int] = None      # top-k filter on the proposals
+    alg_temp: Optional[float] = None  # sample positions from softmax(confidence / alg_temp) instead of top-k
+    eps: float = 1e-3                # end of the linear 1 -> eps timestep schedule
+    threshold: Optional[float] = None  # reveal every position with p(token) >= threshold, >= 1 per step
+    block_length: Optional[int] = None  # semi-autoregressive blocks of this many hole tokens (None = one block)
+    cache: str = "none"              # "none" (exact) | "prefix" | "dual" (approximate, refreshed per block)
+    seed: Optional[int] = 0          # RNG seed for sampling; None = fresh randomness
+    cache_refresh: Optional[int] = None  # with a cache: also refresh every this many steps inside a block
+
+    def __post_init__(self) -> None:
+        if self.alg not in ALGORITHMS:
+            raise ValueError(f"unknown alg {self.alg!r}: use one of {', '.join(ALGORITHMS)}")
+        if self.cache not in CACHE_KINDS:
+            raise ValueError(f"unknown cache {self.cache!r}: use one of {', '.join(CACHE_KINDS)}")
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.alg_temp is not None and self.alg_temp < 0:
+            raise ValueError(f"alg_temp must be >= 0, got {self.alg_temp}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1] (or None for the fixed schedule), got {self.threshold}")
+        if self.block_length is not None and self.block_length < 1:
+            raise ValueError(f"block_length must be >= 1 (or None for one block), got {self.block_length}")
+        if self.cache_refresh is not None and self.cache_refresh < 1:
+            raise ValueError(f"cache_refresh must be >= 1 (or None), got {self.cache_refresh}")
+
+
+@dataclass
+class DenoiseState:
+    """The hole after one step. Tensors are copies owned by the caller."""
+
+    tokens: torch.Tensor      # [C, length] hole ids (mask id where still masked), C = num_candidates
+    masked: torch.Tensor      # [C, length] bool
+    confidence: torch.Tensor  # [C, length] float: p(token) when it was revealed, 0 where masked
+    step: int                 # forwards run so far
+    steps: int                # planned maximum (the hole may finish earlier with a threshold)
+    done: bool
+
+
+def plan_blocks(length: int, steps: int, block_length: Optional[int]) -> list[tuple[int, int, int]]:
+    """Split the hole into (start, end, steps) blocks; steps are spread in proportion to block size."""
+    size = min(block_length or length, length)
+    steps = min(steps, length)
+    plan, prev = [], 0
+    for start in range(0, length, size):
+        end = min(start + size, length)
+        cum = round(steps * end / length)
+        plan.append((start, end, max(1, min(end - start, cum - prev))))
+        prev = cum
+    return plan
+
+
+def token_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fraction of positions where two decodes chose the same token (1.0 = identical)."""
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return 1.0 if a.numel() == 0 else float((a == b).float().mean())
+
+
+class Engine:
+    """Runs a loaded CoDA model as an infilling / generation engine (one request at a time per call)."""
+
+    def __init__(self, loaded, *, max_context: Optional[int] = None) -> None:
+        self.model = loaded.model.eval()
+        self.config = loaded.config
+        self.tokenizer = loaded.tokenizer
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self.mask_id = int(self.config.mask_token_id)
+        self.stop_ids = {int(self.config.eos_token_id), int(self.config.pad_token_id)}
+        if self.tokenizer is not None:
+            self.stop_ids |= {int(self.tokenizer.eos_id), int(self.tokenizer.pad_id)}
+        self.max_context = int(max_context or self.config.max_position_embeddings)
+
+    # ----------------------------------------------------------------------------------- inputs
+    def _check_ids(self, ids: Sequence[int], what: str) -> list[int]:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"{what} has token ids outside the vocabulary [0, {self.config.vocab_size}): {bad[:5]}")
+        return ids
+
+    def fit_context(self, prefix: list[int], suffix: list[int], length: int) -> tuple[list[int], list[int]]:
+        """Truncate so prefix + hole + suffix fits `max_context`: drop the prefix's start and the suffix's end."""
+        if length > self.max_context:
+            raise ValueError(f"hole length {length} exceeds the model's context of {self.max_context} tokens; "
+                             "use a smaller length")
+        room = self.max_context - length
+        if len(prefix) + len(suffix) <= room:
+            return prefix, suffix
+        keep_suffix = min(len(suffix), room // 2)
+        keep_prefix = min(len(prefix), room - keep_suffix)
+        keep_suffix = min(len(suffix), room - keep_prefix)
+        return prefix[len(prefix) - keep_prefix:], suffix[:keep_suffix]
+
+    # ----------------------------------------------------------------------------------- public API
+    def infill(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], *, length: int,
+               config: Optional[DecodeConfig] = None, num_candidates: int = 1) -> Iterator[DenoiseState]:
+        """Fill `length` masked tokens between prefix and suffix; yields a DenoiseState after every step."""
+        config = config or DecodeConfig()
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        prefix = self._check_ids(prefix_ids, "prefix_ids")
+        suffix = self._check_ids(suffix_ids, "suffix_ids")
+        if length == 0:
+            return iter([self._empty_state(num_candidates)])
+        prefix, suffix = self.fit_context(prefix, suffix, length)
+        row = prefix + [self.mask_id] * length + suffix
+        x = torch.tensor([row] * num_candidates, dtype=torch.long, device=self.device)
+        return self._denoise(x, len(prefix), length, config, key_mask=None)
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+                 config: Optional[DecodeConfig] = None) -> list[list[int]]:
+        """Batched generation after each prompt (no suffix): returns the max_new_tokens new ids per prompt.
+
+        Prompts are left-padded; pads are masked out of attention and positions start at each prompt's
+        first token, so a row decodes as it would alone (greedy). Over-long prompts keep their end.
+        """
+        config = config or DecodeConfig()
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if max_new_tokens > self.max_context:
+            raise ValueError(f"max_new_tokens {max_new_tokens} exceeds the model's context of {self.max_context}")
+        rows = [self._check_ids(p, f"prompt {i}") for i, p in enumerate(prompts)]
+        if not rows or max_new_tokens == 0:
+            return [[] for _ in rows]
+        room = self.max_context - max_new_tokens
+        rows = [r[len(r) - min(len(r), room):] for r in rows]
+        width = max(len(r) for r in rows)
+        pad = int(self.config.pad_token_id)
+        x = torch.tensor([[pad] * (width - len(r)) + r + [self.mask_id] * max_new_tokens for r in rows],
+                         dtype=torch.long, device=self.device)
+        key_mask = None
+        if any(len(r) != width for r in rows):
+            key_mask = torch.tensor([[False] * (width - len(r)) + [True] * (len(r) + max_new_tokens) for r in rows],
+                                    device=self.device)
+        state = None
+        for state in self._denoise(x, width, max_new_tokens, config, key_mask=key_mask):
+            pass
+        return [list(map(int, t)) for t in state.tokens.tolist()]
+
+    def hole_text(self, state: DenoiseState, candidate: int = 0, *, partial: bool = False) -> str:
+        """Clean text of one candidate: ends at the first eos/pad, no special tokens, no broken UTF-8.
+
+        partial=True: decode each run of revealed tokens on its own and join them, leaving masked spans
+        out (for streaming); partial=False decodes the hole as one sequence (masks, if any, dropped).
+        """
+        if self.tokenizer is None:
+            raise ValueError("hole_text needs a tokenizer: load the model directory with its tokenizer files")
+        tokens, masked = state.tokens[candidate].tolist(), state.masked[candidate].tolist()
+        runs: list[list[int]] = [[]]
+        for tok, is_masked in zip(tokens, masked):
+            if is_masked:
+                if partial and runs[-1]:
+                    runs.append([])
+                continue
+            if tok in self.stop_ids:
+                break
+            runs[-1].append(tok)
+        text = "".join(self.tokenizer.decode(r, skip_special_tokens=True) for r in runs if r)
+        return text.replace("\ufffd", "")  # bytes of a character cut by the hole's end or a masked span
+
+    # ----------------------------------------------------------------------------------- the loop
+    def _empty_state(self, num_candidates: int) -> DenoiseState:
+        return DenoiseState(tokens=torch.empty(num_candidates, 0, dtype=torch.long),
+                            masked=torch.empty(num_candidates, 0, dtype=torch.bool),
+                            confidence=torch.empty(num_candidates, 0), step=0, steps=0, done=True)
+
+    def _denoise(self, x: torch.Tensor, h0: int, length: int, config: DecodeConfig,
+                 key_mask: Optional[torch.Tensor]) -> Iterator[DenoiseState]:
+        """x: [C, N] with masks at [h0, h0 + length). Yields after every forward."""
+        num_rows, seq_len = x.shape
+        if key_mask is None:
+            position_ids = torch.arange(seq_len, device=x.device).expand(num_rows, seq_len)
+        else:
+            position_ids = (key_mask.long().cumsum(-1) - 1).clamp(min=0)
+        generator = torch.Generator(device=x.device)
+        if config.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(config.seed))
+        cfg = self.config
+        cache = make_cache(config.cache, cfg.num_hidden_layers, num_rows, cfg.num_key_value_heads, seq_len,
+                           cfg.head_dim, self.dtype, x.device)
+        tokens = x[:, h0:h0 + length]  # a view: revealing a token writes it into the model input
+        masked = torch.ones(num_rows, length, dtype=torch.bool, device=x.device)
+        confidence = torch.zeros(num_rows, length, dtype=torch.float32, device=x.device)
+        plan = plan_blocks(length, config.steps, config.block_length)
+        total = sum(s for _, _, s in plan)
+        step = 0
+        for start, end, block_steps in plan:
+            lo, hi = h0 + start, h0 + end
+            window = (max(lo - 1, 0), hi)
+            for i in range(block_steps):
+                if not masked[:, start:end].any():
+                    break
+                refresh = i == 0 or (config.cache_refresh is not None and i % config.cache_refresh == 0)
+                with torch.no_grad():
+                    logits = self._block_logits(x, lo, hi, window, cache, refresh, key_mask, position_ids)
+                    denoise_step(logits, tokens[:, start:end], masked[:, start:end], confidence[:, start:end],
+                                 step=i, steps=block_steps, alg=config.alg, temperature=config.temperature,
+                                 top_p=config.top_p, top_k=config.top_k, alg_temp=config.alg_temp, eps=config.eps,
+                                 threshold=config.threshold, generator=generator)
+                step += 1
+                done = not bool(masked.any())
+                yield DenoiseState(tokens=tokens.clone(), masked=masked.clone(), confidence=confidence.clone(),
+                                   step=step, steps=total, done=done)
+                if done:
+                    return
+
+    def _block_logits(self, x: torch.Tensor, lo: int, hi: int, window: tuple[int, int], cache, refresh: bool,
+                      key_mask: Optional[torch.Tensor], position_ids: torch.Tensor) -> torch.Tensor:
+        """Shifted logits [C, hi - lo, V] for hole positions [lo, hi): token j is read at output j - 1."""
+        out_pos = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
+        if cache is None or refresh:
+            out = self.model(x, position_ids=position_ids, attention_mask=key_mask, use_cache=cache is not None,
+                             logits_index=out_pos)
+            if cache is not None:
+                cache.update(out.key_values, window, key_mask)
+            return out.logits
+        i0, i1 = cache.input_span(x.shape[1])
+        out = self.model(x[:, i0:i1], position_ids=position_ids[:, i0:i1], attention_mask=cache.key_mask,
+                         past_key_values=cache.past(), logits_index=out_pos - i0)
+        return out.logits
