@@ -50,15 +50,30 @@ def utf16_len(s: str) -> int:
     return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
 
 
-def utf16_to_index(line: str, character: int) -> int:
-    """Index into `line` for a UTF-16 column; past the end clamps, mid-surrogate rounds down."""
+def _width(ch: str, encoding: str) -> int:
+    """Code units of one character in the negotiated position encoding."""
+    if encoding == "utf-8":
+        return len(ch.encode("utf-8", "surrogatepass"))
+    if encoding == "utf-32":
+        return 1
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def units_len(s: str, encoding: str = "utf-16") -> int:
+    if s.isascii() or encoding == "utf-32":
+        return len(s)
+    return sum(_width(ch, encoding) for ch in s)
+
+
+def utf16_to_index(line: str, character: int, encoding: str = "utf-16") -> int:
+    """Index into `line` for a column (UTF-16 units by default); past the end clamps, mid-character rounds down."""
     if character <= 0:
         return 0
-    if line.isascii():
+    if line.isascii() or encoding == "utf-32":
         return min(character, len(line))
     units = 0
     for i, ch in enumerate(line):
-        width = 2 if ord(ch) > 0xFFFF else 1
+        width = _width(ch, encoding)
         if units + width > character:
             return i
         units += width
@@ -68,8 +83,10 @@ def utf16_to_index(line: str, character: int) -> int:
 class Document:
     """One open text document. Positions in are UTF-16 (LSP); offsets out are str indices."""
 
-    def __init__(self, uri: str, text: str, version: int = 0, language_id: str = "") -> None:
+    def __init__(self, uri: str, text: str, version: int = 0, language_id: str = "",
+                 encoding: str = "utf-16") -> None:
         self.uri = uri
+        self.encoding = encoding           # the negotiated LSP position encoding (utf-16 unless told)
         self.language = canonical_language(language_id, uri)
         self.version = version
         self.text = ""
@@ -100,14 +117,14 @@ class Document:
             return 0
         if pos.line >= len(self.line_starts):
             return len(self.text)
-        return self.line_starts[pos.line] + utf16_to_index(self.line_text(pos.line), pos.character)
+        return self.line_starts[pos.line] + utf16_to_index(self.line_text(pos.line), pos.character, self.encoding)
 
     def position_at(self, offset: int) -> Pos:
         """LSP position of a str index."""
         offset = max(0, min(offset, len(self.text)))
         line = bisect.bisect_right(self.line_starts, offset) - 1
         start = self.line_starts[line]
-        return Pos(line, utf16_len(self.text[start:offset]))
+        return Pos(line, units_len(self.text[start:offset], self.encoding))
 
     def byte_offset(self, offset: int) -> int:
         return len(self.text[:offset].encode("utf-8", "surrogatepass"))
@@ -201,11 +218,12 @@ class Document:
 class DocumentStore:
     """All open documents by URI. Unknown URIs give None, never an exception."""
 
-    def __init__(self) -> None:
+    def __init__(self, encoding: str = "utf-16") -> None:
         self._docs: dict[str, Document] = {}
+        self.encoding = encoding
 
     def open(self, uri: str, text: str, version: int = 0, language_id: str = "") -> Document:
-        doc = Document(uri, text, version, language_id)
+        doc = Document(uri, text, version, language_id, self.encoding)
         self._docs[uri] = doc
         return doc
 

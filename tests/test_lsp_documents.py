@@ -90,3 +90,11 @@ def test_store_ignores_unknown_uris_and_orders_others_by_recency():
     assert [d.uri for d in store.others(cur.uri, "python")] == [a.uri, b.uri]
     store.close(a.uri)
     assert store.get(a.uri) is None
+
+
+def test_utf8_and_utf32_position_encodings_when_negotiated():
+    text = "x = '😀中'\n"
+    d8 = Document("file:///a.py", text, 1, "python", encoding="utf-8")
+    d32 = Document("file:///a.py", text, 1, "python", encoding="utf-32")
+    assert d8.offset_at(Pos(0, 9)) == text.index("中") and d8.position_at(text.index("'", 5)) == Pos(0, 12)
+    assert d32.offset_at(Pos(0, 6)) == text.index("中")

@@ -1,1 +1,9 @@
-"""Package."""
+"""LSP feature handlers, one module per feature; each is thin: find the document, call the service, convert."""
+
+from __future__ import annotations
+
+
+def register_all(server) -> None:
+    from coda_lsp.handlers import fill, inline, lifecycle, sync
+    for module in (lifecycle, sync, inline, fill):
+        module.register(server)

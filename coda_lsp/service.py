@@ -1,0 +1,286 @@
+"""The completion service: documents + context + scheduler + engine + post-processing, no LSP types.
+
+`CompletionService` is what the protocol handlers call. It owns the open documents, the model
+(loaded in the background: `load()`), the scheduler and the caches, and turns "complete at this
+position" / "fill this range" into items (text + replace range) and per-step `PartialEvent`s.
+torch and the engine are imported only inside `load_engine`, on the worker thread, so the server
+answers `initialize` before torch is even imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from coda_lsp.context import CompletionContext, ContextConfig, build_context
+from coda_lsp.documents import Document, DocumentStore, Pos
+from coda_lsp.options import ServerOptions
+from coda_lsp.postprocess import PostContext, postprocess
+from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """No model can be loaded; the message says what to pass."""
+
+
+def default_model_dir() -> Path:
+    return Path(str(resources.files("coda_model") / "default_model"))
+
+
+def resolve_model_path(path: Optional[str]) -> Path:
+    """The model directory to load: `path`, else the embedded default model (which may be missing)."""
+    if path:
+        return Path(path).expanduser()
+    default = default_model_dir()
+    if not (default / "config.json").is_file():
+        raise ModelUnavailable(f"no embedded default model in this install ({default} is empty): "
+                               "pass --model PATH (or initializationOptions.modelPath) to a CoDA model directory")
+    return default
+
+
+@dataclass
+class LoadedEngine:
+    engine: Any                 # coda_model.engine.Engine
+    tokenizer: Any              # coda_model.tokenizer.CodaTokenizer
+    path: Path
+    device: str
+    dtype: str
+    load_s: float
+
+
+def load_engine(options: ServerOptions) -> LoadedEngine:
+    """Blocking: import torch + the engine and load the model (run it on a worker thread)."""
+    path = resolve_model_path(options.model_path)
+    t0 = time.perf_counter()
+    from coda_model.checkpoint import load_model
+    from coda_model.engine import Engine
+    loaded = load_model(path, device=options.device, dtype=options.dtype)
+    return LoadedEngine(Engine(loaded), loaded.tokenizer, path, str(loaded.device),
+                        str(loaded.dtype).replace("torch.", ""), time.perf_counter() - t0)
+
+
+@dataclass
+class PartialEvent:
+    """One denoise step of one request, ready to be sent as coda/partialCompletion."""
+    uri: str
+    version: int
+    start: Pos
+    end: Pos
+    text: str
+    step: int
+    steps: int
+    masked_count: int
+    done: bool
+
+
+@dataclass
+class CompletionResult:
+    uri: str
+    version: int
+    start: Pos                  # replace range of every item
+    end: Pos
+    items: list[str]
+    source: str = "model"       # "model" | "type-through" | "cache"
+    kind: str = "line"
+    model_s: float = 0.0        # time spent in model steps (for the overhead benchmark)
+    total_s: float = 0.0
+
+
+class InfillJob:
+    """One hole on the engine: tokenize, then one `engine.infill` step per `step()` call (blocking)."""
+
+    def __init__(self, lm: LoadedEngine, ctx: CompletionContext, options: ServerOptions, num_candidates: int = 1,
+                 budget: int = 1024) -> None:
+        from coda_model.engine import DecodeConfig
+        tok = lm.tokenizer
+        extra = tok.encode(ctx.extra) if ctx.extra else []
+        prefix, suffix = tok.encode(ctx.prefix), tok.encode(ctx.suffix)
+        over = len(extra) + len(prefix) + len(suffix) - budget   # the char estimate was short: trim far ends
+        if over > 0:
+            cut = min(over, len(extra)); extra = extra[cut:]; over -= cut
+            keep_pre = max(0, len(prefix) - (over + 1) // 2 - max(0, (over + 1) // 2 - len(suffix)))
+            prefix = prefix[len(prefix) - keep_pre:]
+            over = len(extra) + len(prefix) + len(suffix) - budget
+            if over > 0:
+                suffix = suffix[: max(0, len(suffix) - over)]
+        self.lm, self.ctx, self.num_candidates = lm, ctx, num_candidates
+        temperature = options.temperature if num_candidates == 1 else max(options.temperature, 0.7)
+        self.config = DecodeConfig(steps=max(1, min(options.steps, ctx.length)), alg=options.algorithm,
+                                   temperature=temperature, threshold=options.threshold, seed=0)
+        self.prompt_ids, self.suffix_ids = extra + prefix, suffix
+        self._it = None
+        self.state = None
+        self.done = False
+        self.num_steps = 0
+        self.model_s = 0.0
+
+    def step(self) -> tuple[str, int, int, int, bool]:
+        """(partial text, step, steps, masked count, done) after one more denoise step."""
+        t0 = time.perf_counter()
+        if self._it is None:
+            self._it = iter(self.lm.engine.infill(self.prompt_ids, self.suffix_ids, length=self.ctx.length,
+                                                  config=self.config, num_candidates=self.num_candidates))
+        try:
+            self.state = next(self._it)
+            self.num_steps += 1
+            self.done = bool(self.state.done)
+        except StopIteration:
+            self.done = True
+        self.model_s += time.perf_counter() - t0
+        if self.state is None:
+            return "", 0, 0, 0, True
+        text = self.lm.engine.hole_text(self.state, 0, partial=not self.done)
+        masked = int(self.state.masked[0].sum())
+        return text, self.num_steps, max(int(self.state.steps), self.num_steps), masked, self.done
+
+    def texts(self) -> list[str]:
+        if self.state is None:
+            return []
+        return [self.lm.engine.hole_text(self.state, c) for c in range(self.num_candidates)]
+
+
+def post_context(ctx: CompletionContext) -> PostContext:
+    # a replaced rest-of-line (closers) still counts as what follows the hole: it is re-appended below
+    line_suffix = ctx.replaced + ctx.line_suffix if ctx.kind == "line" else ctx.line_suffix
+    return PostContext(kind=ctx.kind, line_prefix=ctx.line_prefix, line_suffix=line_suffix, suffix=ctx.suffix,
+                       indent=ctx.indent, indent_unit=ctx.indent_unit)
+
+
+def clean_items(texts: list[str], ctx: CompletionContext) -> list[str]:
+    """Post-process every candidate, drop empty ones and duplicates (order kept).
+
+    For a line hole whose range covers closers at the end of the line, the item keeps those closers
+    (the post-processing already removed the ones the model repeated), so accepting never loses them.
+    """
+    pctx, out = post_context(ctx), []
+    for text in texts:
+        cleaned = postprocess(text, pctx)
+        if cleaned is None:
+            continue
+        if ctx.kind == "line" and ctx.replaced:
+            cleaned += ctx.replaced
+        if cleaned not in out:
+            out.append(cleaned)
+    return out
+
+
+@dataclass
+class CompletionService:
+    options: ServerOptions = field(default_factory=ServerOptions)
+    docs: DocumentStore = field(default_factory=DocumentStore)
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    type_cache: TypeThroughCache = field(default_factory=TypeThroughCache)
+    result_cache: ResultCache = field(default_factory=ResultCache)
+    model: Optional[LoadedEngine] = None
+    state: str = "loading"                  # loading | ready | error
+    message: str = ""
+
+    # --- model ---------------------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Load the model on the worker thread; sets `state`/`message` (never raises)."""
+        self.state, self.message = "loading", f"loading {self.options.model_path or 'the default model'}"
+        try:
+            self.model = await self.scheduler.call(load_engine, self.options)
+        except Exception as exc:   # ModelUnavailable, ModelLoadError, ImportError of the engine, ...
+            self.model = None
+            self.state, self.message = "error", f"model not loaded: {exc}"
+            log.error("%s", self.message)
+            return
+        m = self.model
+        self.state, self.message = "ready", f"model {m.path.name} on {m.device} ({m.dtype}), loaded in {m.load_s:.1f}s"
+        log.info("%s", self.message)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.state == "ready"
+
+    def context_config(self, opts: Optional[ServerOptions] = None) -> ContextConfig:
+        o = opts or self.options
+        return ContextConfig(context_tokens=o.context_tokens, max_tokens=o.max_tokens,
+                             line_tokens=min(24, o.max_tokens))
+
+    def context(self, doc: Document, start: int, end: Optional[int] = None) -> CompletionContext:
+        return build_context(doc, start, end, others=self.docs.others(doc.uri, doc.language),
+                             cfg=self.context_config())
+
+    # --- requests ------------------------------------------------------------------------------------
+    async def complete(self, uri: str, pos: Pos, *, invoked: bool = False,
+                       on_partial: Optional[Callable[[PartialEvent], None]] = None) -> Optional[CompletionResult]:
+        """Items for the hole at `pos`, or None (not ready, unknown document, superseded, nothing useful)."""
+        t0 = time.perf_counter()
+        doc = self.docs.get(uri)
+        if doc is None or doc.binary or not self.options.language_enabled(doc.language):
+            return None
+        cursor = doc.offset_at(pos)
+        hit = self.type_cache.get(uri, doc.text, cursor)
+        if hit is not None:
+            items, replace_len = hit
+            return CompletionResult(uri, doc.version, doc.position_at(cursor),
+                                    doc.position_at(min(len(doc.text), cursor + replace_len)), items[:3 if invoked else 1],
+                                    source="type-through", total_s=time.perf_counter() - t0)
+        if not self.ready:
+            return None
+        ctx = self.context(doc, cursor)
+        result = await self._run(doc, ctx, num_candidates=3 if invoked else 1,
+                                 debounce_ms=0 if invoked else self.options.debounce_ms, on_partial=on_partial)
+        if result is not None:
+            self.type_cache.put(uri, doc.text, ctx.start, ctx.end, result.items)
+            result.total_s = time.perf_counter() - t0
+        return result
+
+    async def fill(self, uri: str, start: Pos, end: Pos, *,
+                   on_partial: Optional[Callable[[PartialEvent], None]] = None) -> Optional[CompletionResult]:
+        """The rewrite of the range [start, end) (a selection), or None."""
+        doc = self.docs.get(uri)
+        if doc is None or doc.binary or not self.ready:
+            return None
+        a, b = sorted((doc.offset_at(start), doc.offset_at(end)))
+        if a == b:
+            return await self.complete(uri, start, invoked=True, on_partial=on_partial)
+        ctx = self.context(doc, a, b)
+        return await self._run(doc, ctx, num_candidates=1, debounce_ms=0, on_partial=on_partial, key=f"fill:{uri}")
+
+    async def _run(self, doc: Document, ctx: CompletionContext, *, num_candidates: int, debounce_ms: int,
+                   on_partial: Optional[Callable[[PartialEvent], None]], key: Optional[str] = None
+                   ) -> Optional[CompletionResult]:
+        uri, version = doc.uri, doc.version
+        start, end = doc.position_at(ctx.start), doc.position_at(ctx.end)
+        ticket = self.scheduler.ticket(key or uri)
+        lm = self.model
+        budget = self.options.context_tokens
+
+        def make_job() -> InfillJob:
+            return InfillJob(lm, ctx, self.options, num_candidates, budget)
+
+        def on_step(p: tuple[str, int, int, int, bool]) -> None:
+            if on_partial is not None and not p[4]:
+                text = p[0].split("\n", 1)[0] if ctx.single_line else p[0]
+                on_partial(PartialEvent(uri, version, start, end, text, p[1], p[2], p[3], False))
+
+        o = self.options
+        cache_key = ResultCache.key(ctx.extra, ctx.prefix, ctx.suffix, ctx.kind, ctx.length, num_candidates,
+                                    o.model_path, o.steps, o.algorithm, o.temperature, o.threshold, budget)
+        texts = self.result_cache.get(cache_key)
+        job: Optional[InfillJob] = None
+        if texts is None:
+            job = await self.scheduler.run(ticket, make_job, on_step, debounce_ms)
+            if job is None:
+                return None
+            texts = job.texts()
+            self.result_cache.put(cache_key, texts)
+        items = clean_items(texts, ctx)
+        if on_partial is not None:
+            steps = job.num_steps if job else 0
+            on_partial(PartialEvent(uri, version, start, end, items[0] if items else "", steps, steps, 0, True))
+        return CompletionResult(uri, version, start, end, items, source="model" if job else "cache", kind=ctx.kind,
+                                model_s=job.model_s if job else 0.0)
+
+    def shutdown(self) -> None:
+        self.scheduler.shutdown()

@@ -1,0 +1,39 @@
+"""Wire format of the custom notifications (camelCase, exactly what the editor clients read).
+
+`coda/partialCompletion` {uri, version, range, text, step, steps, maskedCount, done}: one per denoise
+step while a request runs (when `initializationOptions.streaming` is true), the last one with
+`done: true`, all before the request's response. `text` is the hole so far with still-masked spans
+left out.
+`coda/status` {state: "loading" | "ready" | "busy" | "error", message?}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from coda_lsp.documents import Pos
+
+PARTIAL_COMPLETION = "coda/partialCompletion"
+STATUS = "coda/status"
+FILL_SELECTION = "coda.fillSelection"
+STATES = ("loading", "ready", "busy", "error")
+
+
+def lsp_range(start: Pos, end: Pos) -> dict[str, Any]:
+    return {"start": {"line": start.line, "character": start.character},
+            "end": {"line": end.line, "character": end.character}}
+
+
+def partial_params(event) -> dict[str, Any]:
+    """`coda/partialCompletion` params for a `service.PartialEvent`."""
+    return {"uri": event.uri, "version": event.version, "range": lsp_range(event.start, event.end),
+            "text": event.text, "step": event.step, "steps": event.steps, "maskedCount": event.masked_count,
+            "done": event.done}
+
+
+def status_params(state: str, message: Optional[str] = None) -> dict[str, Any]:
+    assert state in STATES, state
+    out: dict[str, Any] = {"state": state}
+    if message:
+        out["message"] = message
+    return out

@@ -1,0 +1,219 @@
+"""End-to-end over stdio with a real LSP client (pytest-lsp) and a tiny random-weight CoDA model.
+
+One server per module (torch + model load once); each test uses its own document URIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+SERVER = [sys.executable, "-m", "coda_lsp.cli", "--log-level", "INFO"]
+SRC = "def fibonacci(n):\n    if n < 2:\n        \n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+OPTIONS = {"steps": 4, "maxTokens": 8, "debounceMs": 0, "streaming": True, "contextTokens": 256}
+
+
+class Recorder:
+    """Collects custom notifications and applyEdit requests the server sends, with events to wait on."""
+
+    def __init__(self, client: LanguageClient) -> None:
+        self.partials: list = []
+        self.statuses: list = []
+        self.edits: list = []
+        self.changed = asyncio.Event()
+
+        @client.feature("coda/partialCompletion")
+        def on_partial(ls, params):
+            self.partials.append(params)
+            self.changed.set()
+
+        @client.feature("coda/status")
+        def on_status(ls, params):
+            self.statuses.append(params)
+            self.changed.set()
+
+        @client.feature(types.WORKSPACE_APPLY_EDIT)
+        def on_apply(ls, params: types.ApplyWorkspaceEditParams):
+            self.edits.append(params)
+            return types.ApplyWorkspaceEditResult(applied=True)
+
+    async def wait_for(self, predicate, timeout: float = 120.0):
+        async def loop():
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+        await asyncio.wait_for(loop(), timeout)
+
+    def for_uri(self, uri: str) -> list:
+        return [p for p in self.partials if p.uri == uri]
+
+
+def init_params(options: dict, inline: bool = True) -> types.InitializeParams:
+    td = types.TextDocumentClientCapabilities(inline_completion=types.InlineCompletionClientCapabilities()) if inline else None
+    return types.InitializeParams(
+        capabilities=types.ClientCapabilities(text_document=td, window=types.WindowClientCapabilities(work_done_progress=True)),
+        initialization_options=options, client_info=types.ClientInfo(name="pytest-lsp", version="1"))
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
+async def client(lsp_client: LanguageClient, tiny_model_dir):
+    lsp_client.recorder = Recorder(lsp_client)
+    lsp_client.init_result = await lsp_client.initialize_session(
+        init_params({**OPTIONS, "modelPath": str(tiny_model_dir), "device": "cpu", "dtype": "float32"}))
+    await lsp_client.recorder.wait_for(lambda: any(s.state in ("ready", "error") for s in lsp_client.recorder.statuses))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def open_doc(client: LanguageClient, uri: str, text: str = SRC, language: str = "python", version: int = 1) -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+
+
+def inline_params(uri: str, line: int, character: int, kind=types.InlineCompletionTriggerKind.Automatic):
+    return types.InlineCompletionParams(text_document=types.TextDocumentIdentifier(uri=uri),
+                                        position=types.Position(line=line, character=character),
+                                        context=types.InlineCompletionContext(trigger_kind=kind))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_initialize_advertises_features_and_the_model_loads_with_status_and_progress(client):
+    caps = client.init_result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert "coda.fillSelection" in caps.execute_command_provider.commands
+    assert caps.code_action_provider and caps.completion_provider is None
+    states = [s.state for s in client.recorder.statuses]
+    assert states[0] == "loading" and states[-1] == "ready", client.recorder.statuses
+    reports = [r for rs in client.progress_reports.values() for r in rs]
+    assert reports[0].kind == "begin" and reports[-1].kind == "end"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_inline_completion_after_an_incremental_edit_streams_partials_ending_with_done(client):
+    uri = "file:///w/stream.py"
+    open_doc(client, uri, "def f(x):\n    return x\n")
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=1, character=12), end=types.Position(line=1, character=12)),
+            text="\n    \n")]))
+    result = await client.text_document_inline_completion_async(inline_params(uri, 2, 4))
+    partials = client.recorder.for_uri(uri)
+    assert partials, "no coda/partialCompletion before the response"
+    assert [p.step for p in partials[:-1]] == sorted(p.step for p in partials[:-1])
+    assert partials[-1].done and not any(p.done for p in partials[:-1])
+    assert all(p.version == 2 and p.steps >= p.step for p in partials)
+    assert partials[0].range.start.line == 2 and partials[0].range.start.character == 4
+    assert isinstance(result, types.InlineCompletionList)
+    for item in result.items:
+        assert item.range.start == types.Position(line=2, character=4) and item.insert_text.strip()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_invoked_trigger_returns_a_list_and_automatic_too(client):
+    uri = "file:///w/trigger.py"
+    open_doc(client, uri)
+    for kind in (types.InlineCompletionTriggerKind.Invoked, types.InlineCompletionTriggerKind.Automatic):
+        result = await client.text_document_inline_completion_async(inline_params(uri, 2, 8, kind))
+        assert isinstance(result, types.InlineCompletionList) and len(result.items) <= 3
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_replace_range_covers_closers_at_the_end_of_the_line(client):
+    uri = "file:///w/closers.py"
+    open_doc(client, uri, "x = 1\nprint(x, )\n")
+    result = await client.text_document_inline_completion_async(
+        inline_params(uri, 1, 9, types.InlineCompletionTriggerKind.Invoked))
+    for item in result.items:
+        assert item.range.start.character == 9 and item.range.end.character == 10
+        assert item.insert_text.endswith(")")
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_fill_selection_streams_partials_then_applies_one_edit(client):
+    uri = "file:///w/fill.py"
+    open_doc(client, uri)
+    rng = {"start": {"line": 3, "character": 4}, "end": {"line": 3, "character": 44}}
+    n_edits = len(client.recorder.edits)
+    result = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.fillSelection", arguments=[{"uri": uri, "range": rng}]))
+    partials = client.recorder.for_uri(uri)
+    assert partials and partials[-1].done
+    if result["applied"]:
+        edit = client.recorder.edits[n_edits]
+        assert len(client.recorder.edits) == n_edits + 1
+        (text_edit,) = edit.edit.changes[uri]
+        assert text_edit.range.start == types.Position(line=3, character=4)
+    else:
+        assert result["reason"] == "no fill (superseded or empty)"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancelled_request_stops_and_sends_no_late_partials(client):
+    uri = "file:///w/cancel.py"
+    open_doc(client, uri)
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 2, 8), msg_id="cancel-me")
+    await client.recorder.wait_for(lambda: client.recorder.for_uri(uri))
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wait_for(asyncio.wrap_future(fut), 60)
+    seen = len(client.recorder.for_uri(uri))
+    # a full request afterwards: the model is free again, and the cancelled URI got nothing more
+    other = "file:///w/after-cancel.py"
+    open_doc(client, other)
+    await client.text_document_inline_completion_async(inline_params(other, 2, 8))
+    assert len(client.recorder.for_uri(uri)) == seen
+    assert not any(p.done for p in client.recorder.for_uri(uri))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_newer_request_on_the_same_document_supersedes_the_older(client):
+    uri = "file:///w/supersede.py"
+    open_doc(client, uri)
+    first = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 2, 8))
+    second = await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+    first_result = await asyncio.wait_for(asyncio.wrap_future(first), 60)
+    assert not first_result.items and isinstance(second, types.InlineCompletionList)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_bad_input_gets_empty_answers_and_the_server_keeps_serving(client):
+    # unknown URI, positions past the end, an offset inside a surrogate pair, binary content
+    missing = await client.text_document_inline_completion_async(inline_params("file:///w/none.py", 0, 0))
+    assert not missing.items
+    uri = "file:///w/odd.py"
+    open_doc(client, uri, "s = '😀'\n")
+    past = await client.text_document_inline_completion_async(inline_params(uri, 40, 99))
+    mid = await client.text_document_inline_completion_async(inline_params(uri, 0, 6))
+    assert isinstance(past, types.InlineCompletionList) and isinstance(mid, types.InlineCompletionList)
+    open_doc(client, "file:///w/blob.bin", "\x00\x01\x02binary\x00")
+    blob = await client.text_document_inline_completion_async(inline_params("file:///w/blob.bin", 0, 3))
+    assert not blob.items
+    alive = await client.text_document_inline_completion_async(inline_params(uri, 1, 0))
+    assert isinstance(alive, types.InlineCompletionList)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_50mb_document_is_served_with_a_bounded_context(client):
+    uri = "file:///w/huge.py"
+    text = "x = 1  # padding line for a very large file\n" * (50_000_000 // 44)
+    open_doc(client, uri, text)
+    result = await client.text_document_inline_completion_async(inline_params(uri, 600_000, 0))
+    assert isinstance(result, types.InlineCompletionList)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_settings_change_through_did_change_configuration(client):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"steps": 2, "temperature": "hot"}}))
+    uri = "file:///w/config.py"
+    open_doc(client, uri)
+    await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+    assert max(p.step for p in client.recorder.for_uri(uri)) <= 2
+    assert any("temperature" in m.message for m in client.messages)

@@ -1,0 +1,106 @@
+"""In-process units of the server side: trigger-kind encodings, options, scheduler caches, CLI parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from lsprotocol import types
+
+from coda_lsp.cli import UsageError, parse_where
+from coda_lsp.options import ServerOptions, merge_options
+from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
+from coda_lsp.server import build_server
+from coda_lsp.service import ModelUnavailable, resolve_model_path
+import coda_lsp.service as service_mod
+
+
+def structure_params(server, kind: int) -> types.InlineCompletionParams:
+    raw = {"textDocument": {"uri": "file:///a.py"}, "position": {"line": 0, "character": 0},
+           "context": {"triggerKind": kind}}
+    return server.protocol._converter.structure(raw, types.InlineCompletionParams)
+
+
+def test_trigger_kinds_accept_both_encodings():
+    server = build_server()
+    Invoked, Automatic = types.InlineCompletionTriggerKind.Invoked, types.InlineCompletionTriggerKind.Automatic
+    assert structure_params(server, 1).context.trigger_kind == Invoked      # LSP 3.18: 1 = Invoked
+    assert structure_params(server, 2).context.trigger_kind == Automatic
+    assert structure_params(server, 0).context.trigger_kind == Invoked      # pre-3.18: 0 = Invoked ...
+    assert structure_params(server, 1).context.trigger_kind == Automatic    # ... and then 1 = Automatic
+
+
+def test_options_parse_camel_case_keys_and_warn_on_bad_values():
+    opts, warnings = merge_options(ServerOptions(), {
+        "modelPath": "/m", "device": "CPU", "dtype": "bfloat16", "steps": 8, "maxTokens": 32, "algorithm": "origin",
+        "temperature": 0.5, "threshold": 0.9, "debounceMs": 0, "contextTokens": 512,
+        "enabledLanguages": ["python"], "streaming": True})
+    assert warnings == []
+    assert (opts.model_path, opts.device, opts.steps, opts.max_tokens, opts.algorithm, opts.threshold,
+            opts.debounce_ms, opts.context_tokens, opts.streaming) == ("/m", "cpu", 8, 32, "origin", 0.9, 0, 512, True)
+    assert opts.language_enabled("python") and not opts.language_enabled("go")
+    bad, warnings = merge_options(opts, {"steps": -1, "algorithm": "magic", "nope": 1, "streaming": "yes"})
+    assert bad == opts and len(warnings) == 4 and all("ignored" in w for w in warnings)
+    assert merge_options(opts, "garbage")[0] == opts
+
+
+def test_type_through_cache_returns_the_rest_of_a_prediction():
+    cache = TypeThroughCache()
+    text = "x = \nprint(x)\n"
+    cache.put("u", text, 4, 4, ["foo(1)", "bar"])
+    typed = "x = fo\nprint(x)\n"
+    assert cache.get("u", typed, 6) == (["o(1)"], 0)
+    assert cache.get("u", "x = zz\nprint(x)\n", 6) is None          # typed something else
+    assert cache.get("u", "x = fo\nprint(y)\n", 6) is None          # the suffix changed
+    assert cache.get("u", text, 4) == (["foo(1)", "bar"], 0)
+
+
+def test_result_cache_is_an_lru():
+    cache = ResultCache(max_entries=2)
+    for i in range(3):
+        cache.put(ResultCache.key(i), [str(i)])
+    assert cache.get(ResultCache.key(0)) is None and cache.get(ResultCache.key(2)) == ["2"]
+
+
+class CountingJob:
+    """A job whose steps block until the test releases them (to observe cancel-previous)."""
+
+    def __init__(self, steps: int, gate: threading.Event) -> None:
+        self.left, self.gate, self.done = steps, gate, False
+
+    def step(self):
+        self.gate.wait(5)
+        self.left -= 1
+        self.done = self.left == 0
+        return self.left
+
+
+async def test_scheduler_newer_ticket_supersedes_older_within_one_step():
+    sched = Scheduler()
+    gate = threading.Event()
+    seen_old: list = []
+    old = sched.ticket("doc")
+    old_task = asyncio.ensure_future(sched.run(old, lambda: CountingJob(50, gate), seen_old.append))
+    new = sched.ticket("doc")
+    assert old.stale and not new.stale
+    gate.set()
+    assert await old_task is None
+    assert len(seen_old) <= 1
+    job = await sched.run(new, lambda: CountingJob(3, gate), lambda p: None)
+    assert job is not None and job.done
+    sched.shutdown()
+
+
+def test_missing_default_model_says_to_pass_model(monkeypatch, tmp_path):
+    monkeypatch.setattr(service_mod, "default_model_dir", lambda: tmp_path)
+    with pytest.raises(ModelUnavailable, match="--model"):
+        resolve_model_path(None)
+    assert str(resolve_model_path("/x")) == "/x"
+
+
+def test_cli_positions_are_parsed_or_rejected_with_the_expected_form():
+    assert parse_where("a/b.py:4:9", False)[1:] == ((4, 9), None)
+    assert parse_where("C:/x.py:1:2-3:4", True)[1:] == ((1, 2), (3, 4))
+    with pytest.raises(UsageError, match="FILE:LINE:COL"):
+        parse_where("a.py:4", False)
