@@ -128,7 +128,7 @@ def _toml(value):
 
 def test_resume_after_kill_is_bit_exact(assets, tmp_path):
     root, tok, text, _ = assets
-    kw = dict(run={"steps": 24, "batch_size": 4, "save_every": 4, "keep_checkpoints": 3},
+    kw = dict(run={"steps": 16, "batch_size": 4, "save_every": 4, "keep_checkpoints": 3},
               optim={"name": "adafactor", "schedule": "linear", "warmup_steps": 3, "lr": 1e-2},
               objective={"prefix_probability": 0.2, "truncate_probability": 0.2, "block_masking_probability": 0.3})
     straight = tiny_config(tok, text, tmp_path / "straight", **kw)
@@ -141,7 +141,7 @@ def test_resume_after_kill_is_bit_exact(assets, tmp_path):
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert list_checkpoints(tmp_path / "killed")[-1].name != "step-00000024"
+    assert list_checkpoints(tmp_path / "killed")[-1].name != "step-00000016"
     train(killed, resume=True)
     a = load_file(str(list_checkpoints(tmp_path / "straight")[-1] / "model.safetensors"))
     b = load_file(str(list_checkpoints(tmp_path / "killed")[-1] / "model.safetensors"))
@@ -193,6 +193,8 @@ def test_bad_inputs_fail_before_compute_with_clear_errors(assets, tmp_path):
         Trainer(tiny_config(tok, text, tmp_path / "d", model={"tokenizer": str(tmp_path)}), "pretrain")
     with pytest.raises(ConfigError, match="batch_size"):
         Trainer(tiny_config(tok, text, tmp_path / "e", run={"batch_size": 6, "micro_batch_size": 4}), "pretrain")
+    with pytest.raises(ConfigError, match="torch_xla"):
+        Trainer(tiny_config(tok, text, tmp_path / "f", run={"device": "xla"}), "pretrain")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -54,6 +54,7 @@ class NoisyBatch:
     maskable: torch.Tensor  # [B, L] bool (for tests and diagnostics)
     sigma: torch.Tensor  # [B]
     block_size: torch.Tensor  # [B] int: k used per row
+    rewritten: torch.Tensor  # [B] bool: FIM / infill rows whose tokens moved (their segment ids no longer apply)
 
 
 def _rand(shape, gen: torch.Generator, device) -> torch.Tensor:
@@ -173,13 +174,16 @@ def noise_batch(tokens: torch.Tensor, s: MaskingSettings, ids: SpecialIds, gen: 
     dev = tokens.device
     x = tokens
     maskable = torch.ones_like(tokens, dtype=torch.bool) if src_mask is None else ~src_mask
+    rewritten = torch.zeros(B, dtype=torch.bool, device=dev)
     if s.fim_probability > 0:
-        x = fim_rows(x, _rand((B,), gen, dev) < s.fim_probability, ids, gen)
+        fim = _rand((B,), gen, dev) < s.fim_probability
+        x, rewritten = fim_rows(x, fim, ids, gen), rewritten | fim
     if src_mask is None:  # S1/S2 are pre/mid-training options; SFT forces them off (spec 3.3)
         x, maskable = prefix_and_truncate(x, maskable, s, ids, gen)
     if s.infill_pad_probability > 0:  # after S2, so the hole's pads stay maskable (they are the lesson)
-        x, maskable = infill_pad_rows(x, maskable, _rand((B,), gen, dev) < s.infill_pad_probability, ids,
-                                      s.max_infill_len, gen)
+        holes = _rand((B,), gen, dev) < s.infill_pad_probability
+        x, maskable = infill_pad_rows(x, maskable, holes, ids, s.max_infill_len, gen)
+        rewritten |= holes
     sigma = sample_sigma(B, s.sampling_eps, gen, dev)
     k = block_sizes(B, s, gen, dev)
     masked = corrupt(maskable, sigma, k, gen)
@@ -187,7 +191,7 @@ def noise_batch(tokens: torch.Tensor, s: MaskingSettings, ids: SpecialIds, gen: 
     loss_mask = masked.clone()
     loss_mask[:, 0] = False  # position 0 has no predecessor to predict it (spec 2.4)
     return NoisyBatch(input_ids=noisy, targets=x, loss_mask=loss_mask, weights=1.0 / sigma, maskable=maskable,
-                      sigma=sigma, block_size=k)
+                      sigma=sigma, block_size=k, rewritten=rewritten)
 
 
 def progressive_src_mask(src_mask: torch.Tensor, step: int, total_steps: int, ratio: float) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from coda_model.network import CodaLM, segment_attention_mask
-from coda_train.masking import NoisyBatch, SpecialIds, fim_rows
+from coda_train.masking import NoisyBatch
 
 
 def attention_for(segment_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -53,11 +53,9 @@ def diffusion_loss_sum(model: CodaLM, nb: NoisyBatch, *, segment_ids: Optional[t
 
 
 def ar_loss_sum(model: CodaLM, tokens: torch.Tensor, *, segment_ids: Optional[torch.Tensor] = None,
-                src_mask: Optional[torch.Tensor] = None, fim_rows_mask: Optional[torch.Tensor] = None,
-                ids: Optional[SpecialIds] = None, gen: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal next-token loss summed over positions 1..L-1 (prompt positions excluded for SFT rows)."""
-    if fim_rows_mask is not None and bool(fim_rows_mask.any()):
-        tokens = fim_rows(tokens, fim_rows_mask, ids, gen)
+                src_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal next-token loss summed over positions 1..L-1 (prompt positions excluded for SFT rows).
+    FIM rows are rewritten by the caller (`masking.fim_rows`) on the whole global batch."""
     out = model(tokens, attention_mask=attention_for(segment_ids), causal=True).logits.float()
     ce = F.cross_entropy(out[:, :-1].reshape(-1, out.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
     ce = ce.view(tokens.shape[0], -1)

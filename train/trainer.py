@@ -28,7 +28,7 @@ from coda_train.checkpointing import (CheckpointError, TrainState, check_same_sh
 from coda_train.config import ConfigError, TrainConfig, at_epoch
 from coda_train.data import DataError, TokenStore
 from coda_train.loader import RowSource
-from coda_train.masking import MaskingSettings, SpecialIds, noise_batch, progressive_src_mask
+from coda_train.masking import MaskingSettings, SpecialIds, fim_rows, noise_batch, progressive_src_mask
 from coda_train.metrics import MetricsLogger, flops_per_token, guess_peak_flops, measure_matmul_flops
 from coda_train.objective import ar_loss_sum, diffusion_loss_sum
 from coda_train.optim import build_optimizer, build_scheduler
@@ -157,9 +157,14 @@ class Trainer:
             nb = noise_batch(batch.tokens, settings, self.ids, gen, src_mask=src)
             normaliser = B * L
         else:
-            fim_rows = torch.rand((B,), generator=gen) < cfg.objective.fim_probability if cfg.objective.fim_probability > 0 else None
+            fim = torch.rand((B,), generator=gen) < cfg.objective.fim_probability if cfg.objective.fim_probability > 0 else None
+            ar_tokens = batch.tokens if fim is None else fim_rows(batch.tokens, fim, self.ids, gen)
             normaliser = B * (L - 1)
         seg = batch.segment_ids if cfg.data.packing == "segments" else None
+        moved = nb.rewritten if diffusion else fim
+        if seg is not None and moved is not None and bool(moved.any()):
+            seg = seg.clone()
+            seg[moved] = 0  # a FIM / infill row was rearranged: attend across the whole row
         total = torch.zeros((), dtype=torch.float64, device=b.device)
         num_targets = 0
         for a in range(self.accum):
@@ -171,9 +176,7 @@ class Trainer:
                     part = type(nb)(**{k: dev(v) for k, v in nb.__dict__.items()})
                     loss_sum, n = diffusion_loss_sum(self.model, part, segment_ids=dev(seg), logits=cfg.objective.logits)
                 else:
-                    loss_sum, n = ar_loss_sum(self.model, dev(batch.tokens), segment_ids=dev(seg), src_mask=dev(src),
-                                              fim_rows_mask=None if fim_rows is None else fim_rows[sl],
-                                              ids=self.ids, gen=gen)
+                    loss_sum, n = ar_loss_sum(self.model, dev(ar_tokens), segment_ids=dev(seg), src_mask=dev(src))
             (loss_sum * (b.grad_scale() / normaliser)).backward()
             total += loss_sum.detach().double()
             num_targets += n

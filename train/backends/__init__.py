@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from coda_train.backends.base import Backend
-from coda_train.config import RunConfig
+from coda_train.config import ConfigError, RunConfig
 
 
 def make_backend(run: RunConfig) -> Backend:
@@ -21,14 +21,17 @@ def make_backend(run: RunConfig) -> Backend:
             kind = "fsdp"
         else:
             kind = "single"
-    if kind == "single":
-        from coda_train.backends.single import SingleBackend  # noqa: PLC0415
+    try:
+        if kind == "single":
+            from coda_train.backends.single import SingleBackend  # noqa: PLC0415
 
-        return SingleBackend(run)
-    if kind == "fsdp":
-        from coda_train.backends.fsdp import FSDPBackend  # noqa: PLC0415
+            return SingleBackend(run)
+        if kind == "fsdp":
+            from coda_train.backends.fsdp import FSDPBackend  # noqa: PLC0415
 
-        return FSDPBackend(run)
-    from coda_train.backends.xla import XLABackend  # noqa: PLC0415
+            return FSDPBackend(run)
+        from coda_train.backends.xla import XLABackend  # noqa: PLC0415
 
-    return XLABackend(run)
+        return XLABackend(run)
+    except ValueError as exc:  # device / launcher problems: one line naming the setting
+        raise ConfigError(f"run.backend / run.device: {exc}") from exc
