@@ -2,6 +2,10 @@
 give pass@1 = 100% when fed the reference solutions, except tasks whose reference is known to be
 broken, and 0% when fed empty completions.
 
+For infilling the empty check is informational: removing one line (or a span) of a HumanEval solution
+sometimes leaves a program that still passes the tests (a redundant guard, a blank line), so an
+empty middle passing is a property of the data, reported as `weak_tests`, not a pipeline error.
+
 KNOWN_BROKEN lists, per task, the references that fail their own tests in our sandbox; they were
 found by a full oracle run (`coda-eval oracle TASK --limit 0`) and are excluded from the 100% check.
 """
@@ -32,7 +36,8 @@ class OracleReport:
     empty_pass_at_1: float | None           # % with empty completions (None if not run)
     unexpected_failures: list[str] = field(default_factory=list)  # reference fails, not listed as broken
     known_broken_seen: list[str] = field(default_factory=list)
-    empty_passes: list[str] = field(default_factory=list)         # an empty completion passed: tests too weak
+    empty_passes: list[str] = field(default_factory=list)         # an empty completion passed (not infilling)
+    weak_tests: list[str] = field(default_factory=list)           # infilling: an empty middle passes
 
     @property
     def ok(self) -> bool:
@@ -47,6 +52,9 @@ class OracleReport:
             out.append(f"  UNEXPECTED reference failures: {', '.join(self.unexpected_failures)}")
         if self.empty_passes:
             out.append(f"  empty completion passed: {', '.join(self.empty_passes)}")
+        if self.weak_tests:
+            out.append(f"  note: {len(self.weak_tests)} infilling tasks also pass with an empty middle (their tests "
+                       f"cannot tell), e.g. {', '.join(self.weak_tests[:5])}")
         out.append("  OK" if self.ok else "  FAILED")
         return out
 
@@ -64,12 +72,15 @@ def run_oracle(cfg: EvalConfig, *, with_empty: bool = True) -> OracleReport:
     broken = KNOWN_BROKEN.get(cfg.task, frozenset())
     failed = ref["failed_tasks"]
     empty = results.get("empty")
+    passed_empty = _passed(base / "empty") if empty else []
+    infill = cfg.task.startswith("humaneval-infilling")
     return OracleReport(
         task=cfg.task, tasks=ref["tasks_done"], reference_pass_at_1=ref["metrics"]["pass@1"],
         empty_pass_at_1=empty["metrics"]["pass@1"] if empty else None,
         unexpected_failures=[t for t in failed if t not in broken],
         known_broken_seen=[t for t in failed if t in broken],
-        empty_passes=[t for t in _passed(base / "empty")] if empty else [],
+        empty_passes=[] if infill else passed_empty,
+        weak_tests=passed_empty if infill else [],
     )
 
 
