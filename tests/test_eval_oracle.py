@@ -36,3 +36,11 @@ def test_oracle_command_runs_plain_completion_prompts_too(tmp_path, capsys):
     rc = main(["oracle", "humaneval", "--limit", "4", "--no-chat", "--out", str(tmp_path), "--no-progress"])
     assert rc == 0
     assert "reference pass@1 = 100.00%, empty pass@1 = 0.00%" in capsys.readouterr().out
+
+
+def test_infilling_middle_whose_removal_tests_cannot_detect_is_reported_not_failed(tmp_path):
+    weak, normal = "SingleLineInfilling/HumanEval/20/L0", "SingleLineInfilling/HumanEval/0/L0"
+    cfg = EvalConfig(task="humaneval-infilling-single", out_dir=tmp_path, task_ids=[weak, normal], progress=False)
+    report = run_oracle(cfg)
+    assert report.ok and report.weak_tests == [weak] and report.empty_pass_at_1 == 50.0
+    assert "1 infilling tasks also pass with an empty middle" in "\n".join(report.lines())
