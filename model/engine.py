@@ -255,11 +255,13 @@ class Engine:
                     break
                 refresh = i == 0 or (config.cache_refresh is not None and i % config.cache_refresh == 0)
                 with torch.no_grad():
-                    logits = self._block_logits(x, lo, hi, window, cache, refresh, key_mask, position_ids)
+                    # the lm_head (151,936 rows) only where some candidate still has a mask
+                    columns = masked[:, start:end].any(0).nonzero().squeeze(-1)
+                    logits = self._block_logits(x, lo + columns, window, cache, refresh, key_mask, position_ids)
                     denoise_step(logits, tokens[:, start:end], masked[:, start:end], confidence[:, start:end],
                                  step=i, steps=block_steps, alg=config.alg, temperature=config.temperature,
                                  top_p=config.top_p, top_k=config.top_k, alg_temp=config.alg_temp, eps=config.eps,
-                                 threshold=config.threshold, generator=generator)
+                                 threshold=config.threshold, generator=generator, columns=columns)
                 step += 1
                 done = not bool(masked.any())
                 yield DenoiseState(tokens=tokens.clone(), masked=masked.clone(), confidence=confidence.clone(),
@@ -267,10 +269,10 @@ class Engine:
                 if done:
                     return
 
-    def _block_logits(self, x: torch.Tensor, lo: int, hi: int, window: tuple[int, int], cache, refresh: bool,
+    def _block_logits(self, x: torch.Tensor, targets: torch.Tensor, window: tuple[int, int], cache, refresh: bool,
                       key_mask: Optional[torch.Tensor], position_ids: torch.Tensor) -> torch.Tensor:
-        """Shifted logits [C, hi - lo, V] for hole positions [lo, hi): token j is read at output j - 1."""
-        out_pos = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
+        """Shifted logits [C, K, V] for the K sequence positions `targets`: token j is read at output j - 1."""
+        out_pos = (targets - 1).clamp(min=0)
         if cache is None or refresh:
             out = self.model(x, position_ids=position_ids, attention_mask=key_mask, use_cache=cache is not None,
                              logits_index=out_pos)

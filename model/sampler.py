@@ -107,13 +107,16 @@ def choose_positions(confidence: torch.Tensor, masked: torch.Tensor, k: int, alg
 def denoise_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, confidence: torch.Tensor, *,
                  step: int, steps: int, alg: str, temperature: float = 0.0, top_p: Optional[float] = None,
                  top_k: Optional[int] = None, alg_temp: Optional[float] = None, eps: float = 1e-3,
-                 threshold: Optional[float] = None, generator: Optional[torch.Generator] = None) -> int:
+                 threshold: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                 columns: Optional[torch.Tensor] = None) -> int:
     """One denoise step on a window, in place. Returns how many positions were revealed.
 
-    logits: [C, W, V] already aligned with the window's positions (shifted);
-    tokens: [C, W] long; masked: [C, W] bool; confidence: [C, W] float (p of the revealed token).
+    logits: [C, W, V] already aligned with the window's positions (shifted), or [C, K, V] for the
+    window columns `columns` [K] only (they must cover every masked position: the engine skips the
+    lm_head where nothing is masked); tokens: [C, W] long; masked: [C, W] bool;
+    confidence: [C, W] float (p of the revealed token).
     """
-    assert logits.shape[:2] == tokens.shape == masked.shape == confidence.shape, "window shapes disagree"
+    assert tokens.shape == masked.shape == confidence.shape, "window shapes disagree"
     if alg not in ALGORITHMS:
         raise ValueError(f"unknown alg {alg!r}: use one of {', '.join(ALGORITHMS)}")
     num_rows = tokens.shape[0]
@@ -121,12 +124,20 @@ def denoise_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tenso
         return 0
     ts = timesteps(steps, eps)
     rows, cols = masked.nonzero(as_tuple=True)  # row-major order
+    if columns is None:
+        assert logits.shape[:2] == tokens.shape, "logits do not cover the window"
+        logit_cols = cols
+    else:
+        to_sub = torch.full((tokens.shape[1],), -1, dtype=torch.long, device=tokens.device)
+        to_sub[columns] = torch.arange(columns.numel(), device=tokens.device)
+        logit_cols = to_sub[cols]
+        assert bool((logit_cols >= 0).all()), "logits are missing a masked column"
     revealed = 0
     if alg == "origin":
         last = step >= steps - 1
         p_transfer = 1.0 if last else 1 - ts[step + 1].item() / ts[step].item()
         draw = torch.rand(rows.shape[0], generator=generator, device=tokens.device) < p_transfer
-        probs = logits_to_probs(logits[rows, cols], temperature, top_p, top_k)
+        probs = logits_to_probs(logits[rows, logit_cols], temperature, top_p, top_k)
         if threshold is not None:
             # proposals for every masked position: confident ones join the random reveals
             x0, p_x0, _ = sample_tokens(probs, temperature, alg, generator)
@@ -144,7 +155,7 @@ def denoise_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tenso
         masked[sel_r, sel_c] = False
         return int(draw.sum())
 
-    probs = logits_to_probs(logits[rows, cols], temperature, top_p, top_k)
+    probs = logits_to_probs(logits[rows, logit_cols], temperature, top_p, top_k)
     x0, p_x0, conf = sample_tokens(probs, temperature, alg, generator)
     # scatter the flat proposals back to [C, W]
     prop_tok = torch.full_like(tokens, -1)
