@@ -84,3 +84,19 @@ def test_adapt_refuses_other_architectures(tmp_path):
 
     with pytest.raises(ModelLoadError, match="Qwen3"):
         adapt(tmp_path, tmp_path / "out")
+
+
+def test_exported_directory_loads_in_transformers_qwen3_with_an_untied_head(tok_dir, tmp_path):
+    text = make_text_shards(tmp_path / "text", tok_dir)
+    cfg = tiny_config(tok_dir, text, tmp_path / "run", run={"steps": 2})
+    Trainer(cfg, "pretrain", log=lambda *_: None).run()
+    from coda_train.export import export
+
+    out = export(tmp_path / "run", tmp_path / "hf")
+    hf = transformers.Qwen3ForCausalLM.from_pretrained(out).eval()
+    ours = load_model(out, device="cpu", dtype="float32").model
+    assert hf.config.tie_word_embeddings is False
+    assert not torch.equal(hf.lm_head.weight, hf.model.embed_tokens.weight)
+    ids = torch.randint(0, 500, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, ours(ids, causal=True).logits, atol=1e-5)
