@@ -1,11 +1,42 @@
-"""`coda-bench` command line (being built: see the project's issues)."""
+"""`coda-bench` command line: one subcommand per question, each a module with `main(argv) -> int`.
 
+    coda-bench engine --quick          # diffusion engine: step time per cache, threshold sweep, AR latency
+    coda-bench train                   # training throughput / MFU
+    coda-bench load                    # peak RSS of loading the 1.7B shape
+    coda-bench server                  # language-server latency
+
+Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
+"""
+
+from __future__ import annotations
+
+import importlib
 import sys
+
+SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
+    "engine": ("coda_bench.engine", "diffusion engine: per-step cost of caches, threshold decoding, vs AR"),
+    "train": ("coda_bench.train", "training throughput and MFU"),
+    "load": ("coda_bench.load_rss", "peak RSS of loading a 1.7B-shape checkpoint"),
+    "server": ("coda_bench.server", "language-server latency"),
+}
+
+
+def usage() -> str:
+    rows = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    return f"usage: coda-bench <subcommand> [options]\n\nsubcommands:\n{rows}\n"
 
 
 def main(argv=None) -> int:
-    print("coda-bench: not yet implemented", file=sys.stderr)
-    return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), end="")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"coda-bench: unknown subcommand {name!r}\n{usage()}", end="", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":
