@@ -77,7 +77,16 @@ def leading_ws(line: str) -> str:
 
 
 def detect_indent_unit(doc: Document, max_lines: int = 400) -> str:
-    """The indentation step most used in the document (tab or N spaces); 4 spaces by default."""
+    """The indentation step most used in the document (tab or N spaces); 4 spaces by default.
+
+    Cached on the document until its next change."""
+    cached = doc.cache.get("indent_unit")
+    if cached is None:
+        cached = doc.cache["indent_unit"] = _detect_indent_unit(doc, max_lines)
+    return cached
+
+
+def _detect_indent_unit(doc: Document, max_lines: int) -> str:
     tabs = spaces = 0
     steps: dict[int, int] = {}
     prev = 0

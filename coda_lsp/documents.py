@@ -196,6 +196,7 @@ class Document:
         starts.extend(m.end() for m in _EOL.finditer(text, scan_from))
         self.line_starts = starts
         self._ascii = text.isascii()
+        self.cache: dict[str, object] = {}   # derived facts (indent unit, ...) valid until the next change
         self._line_bytes: Optional[list[int]] = None
         self.binary = "\x00" in text[:8192]
 

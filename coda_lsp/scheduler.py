@@ -58,8 +58,8 @@ class Scheduler:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def run(self, ticket: Ticket, make_job: Callable[[], StepJob], on_step: Callable[[Any], None],
-                  debounce_ms: int = 0) -> Optional[StepJob]:
-        """Debounce, wait for the model, then step the job; None if superseded meanwhile.
+                  debounce_ms: int = 0, abort: Optional[Callable[[], bool]] = None) -> Optional[StepJob]:
+        """Debounce, wait for the model, then step the job; None if superseded (or `abort()`) meanwhile.
 
         `asyncio.CancelledError` ($/cancelRequest) propagates from the await of the running step.
         """
@@ -68,14 +68,14 @@ class Scheduler:
             if ticket.stale:
                 return None
         async with self._lock:
-            if ticket.stale:
+            if ticket.stale or (abort is not None and abort()):
                 return None
             self.active += 1
             try:
                 job = await self.call(make_job)
                 while not job.done:
                     partial = await self.call(job.step)
-                    if ticket.stale:
+                    if ticket.stale or (abort is not None and abort()):
                         return None
                     on_step(partial)
                 return job

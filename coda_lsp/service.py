@@ -91,6 +91,10 @@ class CompletionResult:
     kind: str = "line"
     model_s: float = 0.0        # time spent in model steps (for the overhead benchmark)
     total_s: float = 0.0
+    context_s: float = 0.0      # building the context (on the event loop)
+    prepare_s: float = 0.0      # tokenizing and trimming (on the worker)
+    post_s: float = 0.0         # decoding the candidates and post-processing
+    cpu_s: float = 0.0          # CPU time of the non-model work (event-loop thread + worker preparation)
 
 
 class InfillJob:
@@ -98,6 +102,7 @@ class InfillJob:
 
     def __init__(self, lm: LoadedEngine, ctx: CompletionContext, options: ServerOptions, num_candidates: int = 1,
                  budget: int = 1024) -> None:
+        t0, c0 = time.perf_counter(), time.thread_time()
         from coda_model.engine import DecodeConfig
         tok = lm.tokenizer
         extra = tok.encode(ctx.extra) if ctx.extra else []
@@ -120,6 +125,8 @@ class InfillJob:
         self.done = False
         self.num_steps = 0
         self.model_s = 0.0
+        self.prepare_s = time.perf_counter() - t0
+        self.prepare_cpu_s = time.thread_time() - c0
 
     def step(self) -> tuple[str, int, int, int, bool]:
         """(partial text, step, steps, masked count, done) after one more denoise step."""
@@ -214,7 +221,7 @@ class CompletionService:
     async def complete(self, uri: str, pos: Pos, *, invoked: bool = False,
                        on_partial: Optional[Callable[[PartialEvent], None]] = None) -> Optional[CompletionResult]:
         """Items for the hole at `pos`, or None (not ready, unknown document, superseded, nothing useful)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         doc = self.docs.get(uri)
         if doc is None or doc.binary or not self.options.language_enabled(doc.language):
             return None
@@ -227,12 +234,16 @@ class CompletionService:
                                     source="type-through", total_s=time.perf_counter() - t0)
         if not self.ready:
             return None
+        t1 = time.perf_counter()
         ctx = self.context(doc, cursor)
+        context_s = time.perf_counter() - t1
         result = await self._run(doc, ctx, num_candidates=3 if invoked else 1,
                                  debounce_ms=0 if invoked else self.options.debounce_ms, on_partial=on_partial)
         if result is not None:
             self.type_cache.put(uri, doc.text, ctx.start, ctx.end, result.items)
             result.total_s = time.perf_counter() - t0
+            result.context_s = context_s
+            result.cpu_s += time.thread_time() - c0
         return result
 
     async def fill(self, uri: str, start: Pos, end: Pos, *,
@@ -270,17 +281,25 @@ class CompletionService:
         texts = self.result_cache.get(cache_key)
         job: Optional[InfillJob] = None
         if texts is None:
-            job = await self.scheduler.run(ticket, make_job, on_step, debounce_ms)
+            def stale() -> bool:   # the document changed or closed: this hole no longer exists
+                current = self.docs.get(uri)
+                return current is None or current.version != version
+            job = await self.scheduler.run(ticket, make_job, on_step, debounce_ms, abort=stale)
             if job is None:
                 return None
+            t_post = time.perf_counter()
             texts = job.texts()
             self.result_cache.put(cache_key, texts)
+        else:
+            t_post = time.perf_counter()
         items = clean_items(texts, ctx)
+        post_s = time.perf_counter() - t_post
         if on_partial is not None:
             steps = job.num_steps if job else 0
             on_partial(PartialEvent(uri, version, start, end, items[0] if items else "", steps, steps, 0, True))
         return CompletionResult(uri, version, start, end, items, source="model" if job else "cache", kind=ctx.kind,
-                                model_s=job.model_s if job else 0.0)
+                                model_s=job.model_s if job else 0.0, prepare_s=job.prepare_s if job else 0.0,
+                                post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0)
 
     def shutdown(self) -> None:
         self.scheduler.shutdown()

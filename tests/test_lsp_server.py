@@ -154,6 +154,36 @@ async def test_fill_selection_streams_partials_then_applies_one_edit(client):
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_fill_is_refused_when_the_document_changes_meanwhile(client):
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"steps": 64}))
+    uri = "file:///w/fill-changed.py"
+    open_doc(client, uri)
+    rng = {"start": {"line": 0, "character": 0}, "end": {"line": 3, "character": 44}}
+    n_edits = len(client.recorder.edits)
+    task = asyncio.ensure_future(client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.fillSelection", arguments=[{"uri": uri, "range": rng}])))
+    await client.recorder.wait_for(lambda: client.recorder.for_uri(uri))
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=SRC + "# edited\n")]))
+    result = await task
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"steps": 4}))
+    assert result["applied"] is False and result["reason"] == "document changed while filling"
+    assert len(client.recorder.edits) == n_edits
+    assert any("changed while filling" in m.message for m in client.messages)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_status_goes_busy_during_a_request_and_back_to_ready(client):
+    uri = "file:///w/busy.py"
+    open_doc(client, uri)
+    start = len(client.recorder.statuses)
+    await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+    states = [s.state for s in client.recorder.statuses[start:]]
+    assert "busy" in states and states[-1] == "ready"
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_cancelled_request_stops_and_sends_no_late_partials(client):
     uri = "file:///w/cancel.py"
     open_doc(client, uri)

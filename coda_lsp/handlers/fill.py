@@ -31,18 +31,19 @@ def register(server) -> None:
             return {"applied": False, "reason": f"{uri} is not open"}
         if not service.ready:
             return {"applied": False, "reason": f"model not ready ({service.state}: {service.message})"}
+        version = service.docs.get(uri).version
         ls.send_status("busy")
         try:
             result = await service.fill(uri, rng[0], rng[1],
                                         on_partial=ls.send_partial if service.options.streaming else None)
         finally:
             ls.send_status("ready")
-        if result is None or not result.items:
-            return {"applied": False, "reason": "no fill (superseded or empty)"}
         doc = service.docs.get(uri)
-        if doc is None or doc.version != result.version:
+        if doc is None or doc.version != version:
             ls.show(f"{uri} changed while filling the selection: nothing applied, run the command again")
             return {"applied": False, "reason": "document changed while filling"}
+        if result is None or not result.items:
+            return {"applied": False, "reason": "no fill (superseded or empty)"}
         edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=range_out(result.start, result.end),
                                                                   new_text=result.items[0])]})
         resp = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="coda: fill selection"))
