@@ -129,3 +129,17 @@ def test_curriculum_values_follow_the_epoch_of_the_batch():
     assert masking_settings(cfg, 0).prefix_probability == 0.01
     assert masking_settings(cfg, 2).prefix_probability == 0.1
     assert masking_settings(cfg, 1).sampling_eps == 0.25 and masking_settings(cfg, 2).sampling_eps == 0.001
+
+
+def test_cli_builds_a_tokenizer_and_shards(tmp_path, capsys):
+    from coda_train.cli import main
+
+    assert main(["tokenizer", "--out", str(tmp_path / "tok"), "--vocab-size", "400", "--suffix", ".py",
+                 *stdlib_dirs("json")]) == 0
+    assert CodaTokenizer.from_dir(tmp_path / "tok").vocab_size == 400
+    assert main(["data", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "d"), "--suffix", ".py",
+                 "--no-progress", *stdlib_dirs("json")]) == 0
+    assert "tokens in 1 shard" in capsys.readouterr().out
+    assert main(["data", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "e"),
+                 str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -268,7 +268,7 @@ class Trainer:
         from tqdm import tqdm  # noqa: PLC0415
 
         return tqdm(total=self.cfg.run.steps, initial=self.state.step, desc=self.stage, unit="step",
-                    dynamic_ncols=True, file=sys.stderr)
+                    dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
 
     def save(self) -> Path:
         b = self.backend
