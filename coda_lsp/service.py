@@ -37,7 +37,11 @@ def default_model_dir() -> Path:
 def resolve_model_path(path: Optional[str]) -> Path:
     """The model directory to load: `path`, else the embedded default model (which may be missing)."""
     if path:
-        return Path(path).expanduser()
+        p = Path(path).expanduser()
+        if not p.is_dir():   # checked before importing torch: a typo costs no start-up time
+            raise ModelUnavailable(f"model directory {p} does not exist: pass --model PATH (or "
+                                   "initializationOptions.modelPath) to a CoDA model directory")
+        return p
     default = default_model_dir()
     if not (default / "config.json").is_file():
         raise ModelUnavailable(f"no embedded default model in this install ({default} is empty): "

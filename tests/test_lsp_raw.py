@@ -120,3 +120,16 @@ def test_code_action_carries_the_fill_command_with_uri_and_range(raw):
     assert refused["result"]["applied"] is False and "not ready" in refused["result"]["reason"]
     bad = raw.request(8, "workspace/executeCommand", {"command": "coda.fillSelection", "arguments": ["nope"]})
     assert bad["result"] == {"applied": False, "reason": "bad arguments: expected [{uri, range}]"}
+
+
+def test_negotiated_utf8_positions_are_used(tmp_path):
+    client = RawClient("--model", str(tmp_path / "none"))
+    try:
+        init = client.request(1, "initialize", {"processId": None, "rootUri": None, "capabilities": {
+            "general": {"positionEncodings": ["utf-8", "utf-16"]}}})
+        assert init["result"]["capabilities"]["positionEncoding"] == "utf-8"
+        client.send({"method": "initialized", "params": {}})
+        client.wait(lambda m: m.get("method") == "coda/status" and m["params"]["state"] == "error")
+        assert any("position encoding utf-8" in line for line in client.stderr)
+    finally:
+        client.close()

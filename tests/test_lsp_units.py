@@ -96,7 +96,9 @@ def test_missing_default_model_says_to_pass_model(monkeypatch, tmp_path):
     monkeypatch.setattr(service_mod, "default_model_dir", lambda: tmp_path)
     with pytest.raises(ModelUnavailable, match="--model"):
         resolve_model_path(None)
-    assert str(resolve_model_path("/x")) == "/x"
+    assert resolve_model_path(str(tmp_path)) == tmp_path
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        resolve_model_path(str(tmp_path / "typo"))
 
 
 def test_cli_positions_are_parsed_or_rejected_with_the_expected_form():
@@ -104,3 +106,22 @@ def test_cli_positions_are_parsed_or_rejected_with_the_expected_form():
     assert parse_where("C:/x.py:1:2-3:4", True)[1:] == ((1, 2), (3, 4))
     with pytest.raises(UsageError, match="FILE:LINE:COL"):
         parse_where("a.py:4", False)
+
+
+async def test_debounce_lets_a_newer_request_replace_a_waiting_one_without_running_the_model():
+    sched = Scheduler()
+    gate = threading.Event()
+    gate.set()
+    made: list[str] = []
+
+    def make(name):
+        def factory():
+            made.append(name)
+            return CountingJob(1, gate)
+        return factory
+
+    first = asyncio.ensure_future(sched.run(sched.ticket("doc"), make("first"), lambda p: None, debounce_ms=50))
+    await asyncio.sleep(0)          # let the first request enter its debounce wait
+    second = await sched.run(sched.ticket("doc"), make("second"), lambda p: None, debounce_ms=0)
+    assert await first is None and second is not None and made == ["second"]
+    sched.shutdown()

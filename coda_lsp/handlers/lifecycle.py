@@ -17,7 +17,8 @@ def register(server) -> None:
     def initialize(ls, params: types.InitializeParams) -> None:
         options, warnings = merge_options(ls.base_options, params.initialization_options)
         ls.service.options = options
-        ls.service.docs.encoding = str(ls.workspace.position_encoding or "utf-16")
+        encoding = ls.workspace.position_encoding or "utf-16"
+        ls.service.docs.encoding = str(getattr(encoding, "value", encoding))   # "utf-16" | "utf-8" | "utf-32"
         client = params.client_info
         log.info("client %s %s, position encoding %s, streaming=%s", client.name if client else "?",
                  (client.version or "") if client else "", ls.service.docs.encoding, options.streaming)
