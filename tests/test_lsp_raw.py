@@ -131,5 +131,12 @@ def test_negotiated_utf8_positions_are_used(tmp_path):
         client.send({"method": "initialized", "params": {}})
         client.wait(lambda m: m.get("method") == "coda/status" and m["params"]["state"] == "error")
         assert any("position encoding utf-8" in line for line in client.stderr)
+        # no inlineCompletion capability: the textDocument/completion fallback is served instead
+        assert "completionProvider" in init["result"]["capabilities"]
+        client.send({"method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": "file:///c.py", "languageId": "python", "version": 1, "text": "x = \n"}}})
+        resp = client.request(2, "textDocument/completion", {"textDocument": {"uri": "file:///c.py"},
+                                                             "position": {"line": 0, "character": 4}})
+        assert resp["result"] == {"isIncomplete": True, "items": []}
     finally:
         client.close()

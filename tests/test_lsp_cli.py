@@ -1,0 +1,37 @@
+"""`coda-lsp complete` / `coda-lsp fill` from the terminal: stdout is the completion only, errors are one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fib.py"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "coda_lsp.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_complete_prints_steps_to_stderr_and_only_the_completion_to_stdout(tiny_model_dir, tmp_path):
+    src = tmp_path / "fib.py"
+    src.write_text(EXAMPLE.read_text())
+    proc = run_cli("complete", f"{src}:4:9", "--show-steps", "--model", str(tiny_model_dir), "--steps", "3",
+                   "--max-tokens", "6", "--device", "cpu")
+    assert proc.returncode in (0, 1), proc.stderr          # 1 = the random model produced nothing usable
+    steps = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["1/3", "2/3", "3/3"]
+    assert "step" not in proc.stdout and "loading" not in proc.stdout
+    if proc.returncode == 0:
+        assert proc.stdout.strip()
+
+
+def test_fill_and_complete_reject_bad_positions_and_missing_models_in_one_line(tmp_path):
+    src = tmp_path / "a.py"
+    src.write_text("x = 1\n")
+    bad = run_cli("fill", f"{src}:1:1", "--model", str(tmp_path))
+    assert bad.returncode == 2 and "FILE:L:C-L:C" in bad.stderr and bad.stdout == ""
+    past = run_cli("complete", f"{src}:9:1", "--model", str(tmp_path))
+    assert past.returncode == 2 and "past the end" in past.stderr
+    missing = run_cli("complete", f"{src}:1:5", "--model", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "--model" in missing.stderr and len(missing.stderr.strip().splitlines()) == 2
