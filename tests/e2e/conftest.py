@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,21 +13,29 @@ from e2e_support import VENV_BIN, require, server_ready_or_fail
 
 
 @pytest.fixture
-def editor_env(tmp_path: Path) -> dict[str, str]:
-    """Environment with HOME and XDG dirs inside tmp_path: editors and browsers write there, not to ~."""
+def editor_env(tmp_path: Path):
+    """Environment with HOME and XDG dirs inside tmp_path: editors and browsers write there, not to ~.
+
+    TMPDIR and XDG_RUNTIME_DIR get a short path of their own: Chromium and VS Code put unix sockets
+    there, and a socket path longer than 107 bytes aborts Chromium ("Socket path too long").
+    """
     home = tmp_path / "home"
+    short = Path(tempfile.mkdtemp(prefix="coda-e2e-"))
     env = dict(os.environ)
     for name, sub in (("HOME", ""), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
-                      ("XDG_STATE_HOME", ".local/state"), ("XDG_CACHE_HOME", ".cache"),
-                      ("XDG_RUNTIME_DIR", "run"), ("TMPDIR", "tmp")):
+                      ("XDG_STATE_HOME", ".local/state"), ("XDG_CACHE_HOME", ".cache")):
         d = home / sub if sub else home
         d.mkdir(parents=True, exist_ok=True)
         env[name] = str(d)
+    for name, sub in (("TMPDIR", "t"), ("XDG_RUNTIME_DIR", "r")):
+        (short / sub).mkdir(mode=0o700)
+        env[name] = str(short / sub)
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    yield env
+    shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,146 @@
+/**
+ * Inline ghost text with streaming.
+ *
+ * vscode-languageclient registers the InlineCompletionItemProvider (the server advertises
+ * inlineCompletionProvider); this middleware sits in front of it. Without streaming it just forwards.
+ * With streaming, one LSP request per (document version, position) is kept in flight; each
+ * `coda/partialCompletion` for it is turned into ghost text by re-triggering VS Code's inline
+ * suggestion, which calls the provider again and gets the latest partial text at once; the final
+ * response replaces it. VS Code cancelling a provider call does not cancel the model run for the
+ * same position (that would throw away the stream); a request for a new position does.
+ */
+import * as vscode from 'vscode';
+import { InlineCompletionRequest, LanguageClient } from 'vscode-languageclient/node';
+
+export interface PartialParams {
+  uri: string;
+  version: number | null;
+  range: { start: { line: number; character: number }; end: { line: number; character: number } };
+  text: string;
+  step: number;
+  steps: number;
+  maskedCount: number;
+  done: boolean;
+}
+
+type Result = vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined;
+
+interface Flight {
+  key: string;
+  uri: string;
+  version: number;
+  position: vscode.Position;
+  cts: vscode.CancellationTokenSource;
+  partial?: { text: string; range: vscode.Range; step: number; steps: number };
+  final?: vscode.InlineCompletionItem[];
+  waiters: Array<() => void>;
+}
+
+export class InlineStreamer implements vscode.Disposable {
+  enabled = true;
+  streaming = true;
+  private flight?: Flight;
+  private readonly emitter = new vscode.EventEmitter<PartialParams>();
+  /** Fired after a partial was turned into ghost text (the tests and the status bar read it). */
+  readonly onDidShowPartial = this.emitter.event;
+
+  constructor(private readonly client: () => LanguageClient | undefined) {}
+
+  /** The `provideInlineCompletionItems` middleware. */
+  provide = async (document: vscode.TextDocument, position: vscode.Position, context: vscode.InlineCompletionContext,
+    token: vscode.CancellationToken, next: (d: vscode.TextDocument, p: vscode.Position, c: vscode.InlineCompletionContext,
+      t: vscode.CancellationToken) => vscode.ProviderResult<vscode.InlineCompletionItem[] | vscode.InlineCompletionList>): Promise<Result> => {
+    if (!this.enabled) {
+      return null;
+    }
+    const client = this.client();
+    if (!this.streaming || !client) {
+      return next(document, position, context, token);
+    }
+    const uri = client.code2ProtocolConverter.asUri(document.uri);
+    const key = `${uri}@${document.version}:${position.line}:${position.character}`;
+    let flight = this.flight;
+    if (!flight || flight.key !== key) {
+      flight = this.start(client, document, position, context, uri, key);
+    }
+    if (!flight.final && !flight.partial) {
+      await new Promise<void>((resolve) => {
+        flight!.waiters.push(resolve);
+        token.onCancellationRequested(() => resolve());
+      });
+    }
+    if (token.isCancellationRequested || this.flight !== flight) {
+      return null;
+    }
+    if (flight.final) {
+      return flight.final;
+    }
+    const p = flight.partial!;
+    return [new vscode.InlineCompletionItem(p.text, p.range)];
+  };
+
+  private start(client: LanguageClient, document: vscode.TextDocument, position: vscode.Position,
+    context: vscode.InlineCompletionContext, uri: string, key: string): Flight {
+    this.flight?.cts.cancel();   // a new position: the old model run is useless ($/cancelRequest)
+    const flight: Flight = {
+      key, uri, version: document.version, position, cts: new vscode.CancellationTokenSource(), waiters: [],
+    };
+    this.flight = flight;
+    const params = client.code2ProtocolConverter.asInlineCompletionParams(document, position, context);
+    client.sendRequest(InlineCompletionRequest.type, params, flight.cts.token).then(async (result) => {
+      const converted = await client.protocol2CodeConverter.asInlineCompletionResult(result ?? null);
+      flight.final = converted === undefined ? [] : Array.isArray(converted) ? converted : converted.items;
+      this.wake(flight, true);
+    }, () => {
+      flight.final = [];
+      this.wake(flight, false);
+    });
+    return flight;
+  }
+
+  /** Resolve waiting provider calls, or ask VS Code to call the provider again to refresh the ghost text. */
+  private wake(flight: Flight, refresh: boolean): void {
+    const waiters = flight.waiters.splice(0);
+    waiters.forEach((w) => w());
+    if (waiters.length === 0 && refresh && this.flight === flight && this.isAtCursor(flight)) {
+      void vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
+    }
+  }
+
+  private isAtCursor(flight: Flight): boolean {
+    const editor = vscode.window.activeTextEditor;
+    return !!editor && editor.document.uri.toString() === vscode.Uri.parse(flight.uri).toString()
+      && editor.document.version === flight.version && editor.selection.active.isEqual(flight.position);
+  }
+
+  /** `coda/partialCompletion` for a completion at the cursor (fills are shown by FillPreview). */
+  onPartial(p: PartialParams): boolean {
+    const flight = this.flight;
+    if (!this.enabled || !flight || flight.final || p.uri !== flight.uri || (p.version !== null && p.version !== flight.version)) {
+      return false;
+    }
+    if (p.done || p.text.length === 0) {
+      return true;
+    }
+    const r = p.range;
+    flight.partial = {
+      text: p.text, step: p.step, steps: p.steps,
+      range: new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character),
+    };
+    this.wake(flight, true);
+    this.emitter.fire(p);
+    return true;
+  }
+
+  /** Forget the current run (toggle off, restart). */
+  reset(): void {
+    this.flight?.cts.cancel();
+    this.flight?.waiters.splice(0).forEach((w) => w());
+    this.flight = undefined;
+  }
+
+  dispose(): void {
+    this.reset();
+    this.emitter.dispose();
+  }
+}

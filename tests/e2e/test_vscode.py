@@ -1,0 +1,154 @@
+"""code-server (a real VS Code) + the built editors/vscode .vsix + the real coda-lsp with a tiny model,
+driven in Debian's Chromium by playwright-core (vscode_driver.js).
+
+Random weights write garbage, so the checks are mechanical: the status bar reaches "CoDA: ready",
+ghost text appears after typing and changes while the server streams, Tab inserts exactly the
+ghost text on screen (read back from the saved file), and Fill Selection replaces the selected line.
+A screenshot of the ghost text is kept (CODA_SCREENSHOT_DIR copies it out, e.g. to docs/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from e2e_support import E2E, REPO, require, tail
+
+pytestmark = pytest.mark.editor
+
+CODE_SERVER = REPO / ".cache" / "editors" / "code-server" / "node_modules" / ".bin" / "code-server"
+VSIX = REPO / "editors" / "vscode" / "coda-lsp.vsix"
+PLAYWRIGHT = E2E / "node_modules" / "playwright-core"
+SOURCE = (
+    "def add(a, b):\n"
+    "    total = a\n"
+    "    return total\n"
+    "\n"
+    "\n"
+    "def scale(values, k):\n"
+    "    out = [v * k for v in values]\n"
+    "    return out\n"
+)
+LINE, TYPED, FILL_LINE = 2, " +", 7
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Poll code-server's /healthz until it answers (it is an HTTP server: there is no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"code-server exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"code-server did not answer in {timeout} s:\n{tail(log)}")
+
+
+def squash(text: str) -> str:
+    """Compare screen text and file text without the editor's whitespace rendering (nbsp, tabs)."""
+    return re.sub(r"\s+", "", text.replace("\u00a0", " "))
+
+
+def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir):
+    code_server = require(CODE_SERVER, "code-server")
+    require(VSIX, "the built extension editors/vscode/coda-lsp.vsix")
+    require(PLAYWRIGHT, "playwright-core (tests/e2e/node_modules)")
+    chromium = require(shutil.which("chromium") or "/usr/bin/chromium", "Debian chromium")
+    node = require(shutil.which("node"), "node")
+
+    src = workspace / "example.py"
+    src.write_text(SOURCE)
+    ud, ext = tmp_path / "ud", tmp_path / "ext"
+    (ud / "User").mkdir(parents=True)
+    (ud / "User" / "settings.json").write_text(json.dumps({
+        "coda.serverPath": server_cmd[0], "coda.serverArgs": server_cmd[2:],
+        "coda.modelPath": str(tiny_model_dir), "coda.steps": 16, "coda.maxTokens": 16, "coda.debounceMs": 0,
+        "coda.streaming": True,
+        "editor.inlineSuggest.enabled": True, "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
+        "editor.suggestOnTriggerCharacters": False, "editor.wordBasedSuggestions": "off",
+        "workbench.startupEditor": "none", "telemetry.telemetryLevel": "off", "update.mode": "none",
+        "extensions.autoUpdate": False, "security.workspace.trust.enabled": False, "files.trimTrailingWhitespace": False,
+        "files.insertFinalNewline": False, "files.autoSave": "off", "chat.disableAIFeatures": True,
+        "workbench.secondarySideBar.defaultVisibility": "hidden", "workbench.tips.enabled": False,
+    }))
+    common = ["--user-data-dir", str(ud), "--extensions-dir", str(ext)]
+    inst = subprocess.run([str(code_server), *common, "--install-extension", str(VSIX)], env=editor_env,
+                          capture_output=True, text=True, timeout=120)
+    assert inst.returncode == 0 and "coda-lsp" in inst.stdout + inst.stderr, inst.stdout + inst.stderr
+
+    port = free_port()
+    cs_log = tmp_path / "code-server.log"
+    with open(cs_log, "w") as log:
+        proc = subprocess.Popen([str(code_server), "--bind-addr", f"127.0.0.1:{port}", "--auth", "none",
+                                 "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+                                 *common, str(workspace)], env=editor_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, cs_log)
+        result_file, shot = tmp_path / "result.json", tmp_path / "vscode-ghost-text.png"
+        env = dict(editor_env, CODA_FILE=src.name, CODA_PATH=str(src), CODA_LINE=str(LINE), CODA_TYPE=TYPED,
+                   CODA_FILL_LINE=str(FILL_LINE), CHROMIUM=str(chromium), NODE_PATH=str(E2E / "node_modules"))
+        drv = subprocess.run([str(node), str(E2E / "vscode_driver.js"), f"{url}/?folder={workspace}", str(result_file),
+                              str(shot)], cwd=E2E, env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    diagnostics = (f"driver rc {drv.returncode}\n{drv.stderr[-2000:]}\ncode-server:\n{tail(cs_log, 2000)}\n"
+                   f"server log:\n{tail(tmp_path / 'server.log')}")
+    assert result_file.exists(), diagnostics
+    res = json.loads(result_file.read_text())
+    assert drv.returncode == 0 and not res.get("error"), f"{res.get('error')}\n{res.get('events')}\n{diagnostics}"
+    if os.environ.get("CODA_SCREENSHOT_DIR") and shot.exists():
+        shutil.copy(shot, Path(os.environ["CODA_SCREENSHOT_DIR"]) / shot.name)
+
+    # status bar: the extension started the server and the model loaded
+    assert res["statuses"][0].endswith("CoDA: ready"), res["statuses"]
+    assert res["status_final"].endswith("CoDA: ready"), res["status_final"]
+
+    # ghost text appeared and changed while the server streamed its denoising steps
+    ghosts = [g for g in res["ghosts"] if squash(g)]
+    assert ghosts and squash(res["ghost_final"]), res["events"]
+    assert len({squash(g) for g in ghosts}) >= 2, f"ghost text never changed while streaming: {ghosts}"
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+    # Tab inserted exactly the ghost text shown, at the end of the typed line
+    typed = SOURCE.split("\n")
+    typed[LINE - 1] += TYPED
+    before = "\n".join(typed)
+    offset = sum(len(line) + 1 for line in typed[:LINE - 1]) + len(typed[LINE - 1])
+    after = res["file_after_accept"]
+    assert after.startswith(before[:offset]) and after.endswith(before[offset:]), after
+    inserted = after[offset:len(after) - len(before[offset:])]
+    assert inserted.strip(), after
+    assert squash(inserted) == squash(res["ghost_final"]), (inserted, res["ghost_final"])
+
+    # Fill Selection replaced line FILL_LINE and nothing else
+    old = after.split("\n")
+    fill_row = FILL_LINE - 1   # the driver selects this line of the document as it is after the accept
+    new = res["file_after_fill"].split("\n")
+    tail_len = len(old) - fill_row - 1
+    assert new[:fill_row] == old[:fill_row]
+    assert new[len(new) - tail_len:] == old[fill_row + 1:]
+    assert "\n".join(new[fill_row:len(new) - tail_len]) != old[fill_row]
