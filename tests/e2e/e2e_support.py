@@ -17,6 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 E2E = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
+# where scripts/install_editors.sh puts code-server (same default as there)
+EDITORS_CACHE = Path(os.environ.get("CODA_EDITORS_CACHE")
+                     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coda-lsp-editors")
 INSTALL_HINT = "run `bash scripts/install_editors.sh` (it installs Neovim, code-server, Chromium, playwright-core)"
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import E2E, REPO, require, tail
+from e2e_support import E2E, EDITORS_CACHE, REPO, require, tail
 
 pytestmark = pytest.mark.editor
 
-CODE_SERVER = REPO / ".cache" / "editors" / "code-server" / "node_modules" / ".bin" / "code-server"
+CODE_SERVER = EDITORS_CACHE / "code-server" / "node_modules" / ".bin" / "code-server"
 VSIX = REPO / "editors" / "vscode" / "coda-lsp.vsix"
 PLAYWRIGHT = E2E / "node_modules" / "playwright-core"
 SOURCE = (
