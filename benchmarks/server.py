@@ -140,7 +140,9 @@ def main(argv=None) -> int:
             model_dir = str(write_random_coda_dir(Path(tmp) / "tiny", src, seed=0, num_shards=1))
         reparse = bench_reparse(text)
         overhead = asyncio.run(bench_overhead(model_dir, text, args.requests))
+    import os
     result = {"benchmark": "server", "machine": platform.machine(), "python": platform.python_version(),
+              "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
               "overhead": overhead, "reparse": reparse,
               "targets": {"overhead_p95_ms": 5.0, "reparse_ms": 1.0},
               "meets_targets": {"overhead": overhead["overhead_ms"]["p95"] <= 5.0,

@@ -142,9 +142,11 @@ def _boundaries(doc: Document, start: int, end: int) -> tuple[list[int], list[in
                     pre.add(child.start_byte)
                 elif child.start_byte >= eb:
                     suf.add(child.end_byte)
-                else:
-                    pre.add(child.start_byte) if child.start_byte <= sb else None
-                    suf.add(child.end_byte) if child.end_byte >= eb else None
+                else:   # overlaps the hole: its own start/end may be cuts, and it may contain the hole
+                    if child.start_byte <= sb:
+                        pre.add(child.start_byte)
+                    if child.end_byte >= eb:
+                        suf.add(child.end_byte)
                     if nxt is None and child.start_byte <= sb and child.end_byte >= eb and child.child_count:
                         nxt = child
             node = nxt
