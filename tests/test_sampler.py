@@ -14,6 +14,16 @@ import math
 
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread for this module: the CPU is shared, and OpenMP threads spinning at barriers
+    on an oversubscribed machine made forwards many times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 import torch.nn.functional as F
 
 from pathlib import Path
