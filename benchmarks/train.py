@@ -56,6 +56,7 @@ def preset_sections(preset: str, tok_dir: Path, data_dir: Path, out_dir: Path, a
         "optim": optim,
         "run": {"out_dir": str(out_dir), "steps": args.steps, "batch_size": batch, "micro_batch_size": micro,
                 "device": args.device, "progress": False, "tensorboard": False, "log_every": 1,
+                "threads": args.threads,
                 "precision": "bf16" if (args.dtype or "") == "float32" and args.device == "cuda" else "fp32"},
     }
 
@@ -92,6 +93,7 @@ def run(args) -> dict:
             "benchmark": "train", "preset": args.preset, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_average_1min": _load(),
             "parameters": mc.num_parameters, "seq_len": seq, "global_batch_rows": batch,
             "micro_batch_rows": trainer.micro, "accumulation": trainer.accum, "param_dtype": cfg.model.dtype,
             "precision": cfg.run.precision, "optimizer": cfg.optim.name, "logits": cfg.objective.logits,
@@ -104,6 +106,15 @@ def run(args) -> dict:
             "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         }
     return result
+
+
+def _load():
+    try:
+        import os  # noqa: PLC0415
+
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 def _records(run_dir: Path):
@@ -126,6 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=("float32", "bfloat16"))
     p.add_argument("--logits", choices=("masked", "full"), default="masked")
     p.add_argument("--no-checkpointing", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--set", action="append", help="extra config override SECTION.KEY=VALUE")
     p.add_argument("--out", help="JSON path (default benchmarks/results/train_<preset>_<device>.json)")
     args = p.parse_args(argv)

@@ -64,7 +64,7 @@ def tiny_config(tokenizer: str | Path, data_dir: str | Path, out_dir: str | Path
         "objective": {"kind": "diffusion"},
         "optim": {"name": "adamw", "lr": 3e-3, "schedule": "constant", "grad_clip": 1.0},
         "run": {"out_dir": str(out_dir), "steps": 20, "batch_size": 4, "log_every": 5, "progress": False,
-                "device": "cpu", "tensorboard": False},
+                "device": "cpu", "tensorboard": False, "threads": 1},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -205,6 +205,9 @@ class Trainer:
         metrics = MetricsLogger(self.out, enabled=b.is_main, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
                                 config=cfg.to_dict())
         bar = self._bar()
+        threads = torch.get_num_threads()
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)  # restored below: the caller's process keeps its setting
         tokens_per_step = cfg.run.batch_size * cfg.data.seq_len
         loss, timed_tokens, timed_s = float("nan"), 0, 0.0
         window: list[float] = []  # losses since the last log line (the diffusion loss is noisy per step)
@@ -237,16 +240,17 @@ class Trainer:
                     self.save()
             if self._saved_step != self.state.step:
                 self.save()
+            peak_note = ""
+            if self.peak_flops is None and b.device.type == "cpu" and b.is_main:
+                dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
+                self.peak_flops = measure_matmul_flops(b.device, dtype)  # no vendor peak for CPUs; same threads
+                peak_note = f" of a measured {self.peak_flops / 1e9:,.0f} GFLOP/s matmul"
         finally:
+            torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
             metrics.close()
         tps = timed_tokens / timed_s if timed_s else 0.0
-        peak_note = ""
-        if self.peak_flops is None and b.device.type == "cpu" and b.is_main:
-            dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
-            self.peak_flops = measure_matmul_flops(b.device, dtype)  # no vendor peak for CPUs
-            peak_note = f" of a measured {self.peak_flops / 1e9:,.0f} GFLOP/s matmul"
         summary = RunSummary(steps=self.state.step, final_loss=loss, tokens_per_s=tps, mfu=self._mfu(tps),
                              out_dir=str(self.out))
         if b.is_main:
