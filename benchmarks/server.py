@@ -145,8 +145,10 @@ def main(argv=None) -> int:
               "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
               "overhead": overhead, "reparse": reparse,
               "targets": {"overhead_p95_ms": 5.0, "reparse_ms": 1.0},
-              "meets_targets": {"overhead": overhead["overhead_ms"]["p95"] <= 5.0,
-                                "reparse": reparse["incremental_parse_ms"]["p50"] <= 1.0}}
+              "meets_targets_wall": {"overhead": overhead["overhead_ms"]["p95"] <= 5.0,
+                                     "reparse": reparse["incremental_parse_ms"]["p50"] <= 1.0},
+              "meets_targets_cpu": {"overhead": overhead["overhead_cpu_ms"]["p95"] <= 5.0,
+                                    "reparse": reparse["incremental_parse_cpu_ms"]["p50"] <= 1.0}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"overhead_ms": overhead["overhead_ms"], "overhead_cpu_ms": overhead["overhead_cpu_ms"], "reparse": {k: reparse[k] for k in
