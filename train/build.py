@@ -8,6 +8,7 @@ checkpoint) — the way mid-training starts from pre-training and SFT from mid-t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,9 @@ def build_model(cfg: ModelConfig, seed: int) -> Built:
         init_weights(model, std=cfg.init_std, seed=seed)
         source = "random"
     else:
+        ignored = [f"model.{n}" for n in SHAPE_FIELDS + ("vocab_size",) if getattr(cfg, n) is not None]
+        if ignored:
+            warnings.warn(f"{', '.join(ignored)} ignored: the shape comes from model.init = {cfg.init}", stacklevel=2)
         path = resolve_init_dir(cfg.init)
         loaded = load_model(path, device="cpu", dtype="float32")
         model, config, tok = loaded.model, loaded.config, loaded.tokenizer

@@ -68,4 +68,9 @@ def tiny_config(tokenizer: str | Path, data_dir: str | Path, out_dir: str | Path
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
+    if base["model"].get("init", "random") != "random":  # the shape comes from the init directory
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            if key not in sections.get("model", {}):
+                base["model"].pop(key, None)
     return config_from_dict(apply_overrides(base, []))

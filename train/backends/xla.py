@@ -63,6 +63,12 @@ class XLABackend(Backend):
         self.xs.mark_sharding(t, self.mesh, ("fsdp",) + (None,) * (t.dim() - 1))
         return t
 
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        """Clip without reading the norm back: a host read would split the step into two XLA graphs."""
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
+        return float("nan")
+
     def mark_step(self) -> None:
         self.xm.mark_step()
 
