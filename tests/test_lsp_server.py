@@ -124,6 +124,25 @@ async def test_invoked_trigger_returns_a_list_and_automatic_too(client):
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_typing_the_predicted_text_is_answered_from_the_type_through_cache(client):
+    uri = "file:///w/typethrough.py"
+    open_doc(client, uri, "def f(x):\n    y = \n    return y\n")
+    first = await client.text_document_inline_completion_async(inline_params(uri, 1, 8))
+    assert first.items, "the tiny model gave no item here; pick another position"
+    text = first.items[0].insert_text
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=1, character=8), end=types.Position(line=1, character=8)),
+            text=text[0])]))
+    n_partials = len(client.recorder.for_uri(uri))
+    again = await client.text_document_inline_completion_async(inline_params(uri, 1, 9))
+    assert [i.insert_text for i in again.items] == [text[1:]]
+    assert again.items[0].range.start == types.Position(line=1, character=9)
+    assert len(client.recorder.for_uri(uri)) == n_partials     # no model run: no partials
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_replace_range_covers_closers_at_the_end_of_the_line(client):
     uri = "file:///w/closers.py"
     open_doc(client, uri, "x = 1\nprint(x, )\n")
