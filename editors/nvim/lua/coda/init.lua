@@ -121,19 +121,21 @@ end
 --- Tell the user why the server stopped; never restart it in a loop (Neovim does not restart
 --- a client by itself; `:CodaRestart` does it on request).
 local function on_exit(code, signal, client_id)
-  local started = M._started_at and M._started_at[client_id]
-  local after = started and (vim.uv.now() - started) / 1000 or 0
-  M.last_exit = { code = code, signal = signal, after_s = after }
-  if code == 0 and signal == 0 then
-    set_status('stopped')
-    return
-  end
-  local how = signal ~= 0 and ('signal %d'):format(signal) or ('exit code %d'):format(code)
-  local hint = after < 10 and 'it failed at start: run `' .. table.concat(config.cmd(), ' ') .. '` in a terminal to see why, '
-      .. 'and check :checkhealth coda'
-    or 'see :LspLog, then :CodaRestart'
-  set_status('error', 'server stopped (' .. how .. ')')
+  -- called in a fast event context: the status autocmd and notify must run on the main loop
   vim.schedule(function()
+    local started = M._started_at and M._started_at[client_id]
+    local after = started and (vim.uv.now() - started) / 1000 or 0
+    M.last_exit = { code = code, signal = signal, after_s = after }
+    if code == 0 and signal == 0 then
+      set_status('stopped')
+      return
+    end
+    local how = signal ~= 0 and ('signal %d'):format(signal) or ('exit code %d'):format(code)
+    local hint = (not started or after < 10)
+        and ('it failed at start: run `' .. table.concat(config.cmd(), ' ') .. '` in a terminal to see why, '
+          .. 'and check :checkhealth coda')
+      or 'see :LspLog, then :CodaRestart'
+    set_status('error', 'server stopped (' .. how .. ')')
     notify(('coda-lsp stopped (%s) after %.1f s: %s'):format(how, after, hint), vim.log.levels.ERROR)
   end)
 end
@@ -151,9 +153,11 @@ function M.lsp_config()
       ['coda/status'] = status_handler,
       ['$/progress'] = progress_handler,
     },
-    on_init = function(client)
+    before_init = function(_, client)
       M._started_at = M._started_at or {}
       M._started_at[client.id] = vim.uv.now()
+    end,
+    on_init = function()
       set_status('loading')
     end,
     on_attach = on_attach,
