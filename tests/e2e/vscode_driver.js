@@ -144,7 +144,8 @@ async function main() {
     result.file_after_fill = fs.readFileSync(process.env.CODA_PATH, 'utf8');
     result.filled = true;
     log('filled and saved');
-    result.status_final = await statusText(page);
+    await waitStatus(page, 'ready', 60000);   // idle again after the fill (an automatic request may run first)
+    result.status_final = result.statuses.at(-1);
   } catch (err) {
     result.error = String(err && err.stack || err);
   } finally {

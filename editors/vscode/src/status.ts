@@ -1,4 +1,7 @@
-/** The status bar item: loading / ready / busy / error from `coda/status` and `$/progress`, or off. */
+/**
+ * The status bar item: loading / ready / busy / error from `coda/status`, or off. (The model load's
+ * `$/progress` is shown by vscode-languageclient as a progress notification.)
+ */
 import * as vscode from 'vscode';
 
 export type State = 'starting' | 'loading' | 'ready' | 'busy' | 'error' | 'stopped';
@@ -13,7 +16,6 @@ export class StatusItem implements vscode.Disposable {
   state: State = 'starting';
   message = '';
   enabled = true;
-  private progress = '';
 
   constructor() {
     this.item.name = 'CoDA';
@@ -25,15 +27,6 @@ export class StatusItem implements vscode.Disposable {
   set(state: State, message?: string): void {
     this.state = state;
     this.message = message ?? '';
-    if (state !== 'loading') {
-      this.progress = '';
-    }
-    this.render();
-  }
-
-  /** `$/progress` of the model load (percentage or message). */
-  setProgress(text: string): void {
-    this.progress = text;
     this.render();
   }
 
@@ -45,7 +38,7 @@ export class StatusItem implements vscode.Disposable {
   private render(): void {
     const label = this.enabled ? this.state : 'off';
     const icon = this.enabled ? ICONS[this.state] : '$(circle-slash)';
-    this.item.text = `${icon} CoDA: ${label}${this.state === 'loading' && this.progress ? ' ' + this.progress : ''}`;
+    this.item.text = `${icon} CoDA: ${label}`;
     this.item.tooltip = `coda-lsp: ${this.state}${this.message ? ' — ' + this.message : ''}\nClick to show the log.`;
     this.item.backgroundColor = this.state === 'error' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
   }
