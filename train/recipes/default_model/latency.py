@@ -1,0 +1,96 @@
+"""Latency and memory of the shipped default model on real held-out code (until `coda-bench` covers it).
+
+For the first `--n` held-out files: a cursor at the start of a line in the middle of the file, up to
+`--context` tokens of prefix + suffix around it, a `--length`-token hole, decoded by
+`coda_model.engine.Engine.infill` with confidence-threshold parallel decoding and the dual KV cache
+(what the LSP uses), and also in exact mode for reference. Reports p50 / p90 wall ms, forwards per
+hole, peak RSS, and the 1-minute load average (this CPU is shared: a busy machine inflates every time).
+
+Usage:
+    .venv/bin/python train/recipes/default_model/latency.py [--model model/default_model] --out runs/default_model/latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from coda_model.checkpoint import load_model
+from coda_model.engine import DecodeConfig, Engine
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def cursors(data: Path, tok, n: int, context: int) -> list[tuple[list[int], list[int]]]:
+    out = []
+    for line in (data / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if not row["path"].endswith(".py"):
+            continue
+        text = row["text"]
+        lines = text.splitlines(keepends=True)
+        if len(lines) < 20:
+            continue
+        cut = sum(len(l) for l in lines[: len(lines) // 2])
+        pre, suf = tok.encode(text[:cut]), tok.encode(text[cut:])
+        out.append((pre[-(context * 3 // 4):], suf[: context // 4]))
+        if len(out) >= n:
+            break
+    return out
+
+
+def measure(engine: Engine, cases, length: int, cfg: DecodeConfig) -> dict:
+    times, steps = [], []
+    for pre, suf in cases:
+        t0 = time.perf_counter()
+        n = 0
+        for state in engine.infill(pre, suf, length=length, config=cfg):
+            n += 1
+        times.append((time.perf_counter() - t0) * 1000)
+        steps.append(n)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 1), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1),
+            "mean_forwards": round(sum(steps) / len(steps), 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(REPO / "model" / "default_model"))
+    ap.add_argument("--data", default=str(REPO / "data" / "default_model"))
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--length", type=int, default=32)
+    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, device="cpu", dtype="auto")
+    engine = Engine(loaded)
+    cases = cursors(Path(args.data), loaded.tokenizer, args.n, args.context)
+    fast = DecodeConfig(steps=args.length, threshold=args.threshold, cache="dual", block_length=args.length)
+    measure(engine, cases[:2], args.length, fast)  # warm-up
+    res = {"model": args.model, "dtype": str(loaded.dtype), "cases": len(cases), "context_tokens": args.context,
+           "hole_tokens": args.length, "threads": args.threads,
+           "threshold_dual_cache": measure(engine, cases, args.length, fast),
+           "exact_fixed_steps": measure(engine, cases[: max(3, len(cases) // 4)], args.length,
+                                        DecodeConfig(steps=args.length)),
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "load_avg_1m": os.getloadavg()[0]}
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
