@@ -13,7 +13,7 @@ norm, the real 151,936-row vocabulary and tokenizer; hidden 512, 8 layers), bf16
 never confident, so its threshold numbers show the mechanics only (about one token per forward);
 re-run on a trained model with `--model PATH` for the quality targets.
 
-    coda-bench engine --quick                       # ~3 min on 2 CPU cores
+    coda-bench engine --quick                       # ~8 min on a busy 2-core CPU
     coda-bench engine                               # all contexts and holes
     coda-bench engine --model model/default_model   # a trained checkpoint
 Writes benchmarks/results/engine.json and engine.md (or --out-dir).
@@ -302,8 +302,8 @@ def main(argv=None) -> int:
     engine, tok, model = Engine(loaded), loaded.tokenizer, loaded.model
     contexts = [256, 1024] if args.quick else [256, 1024, 2048, 4096]
     holes = [16, 32] if args.quick else [16, 32, 64]
-    thresholds = [0.5, 0.9, 0.95] if args.quick else [0.5, 0.7, 0.8, 0.9, 0.95]
-    num_tasks = args.tasks or (3 if args.quick else 8)
+    thresholds = [0.5, 0.9, 0.95] if args.quick else [0.5, 0.7, 0.9, 0.95]
+    num_tasks = args.tasks or (2 if args.quick else 4)
     params = sum(p.numel() for p in model.parameters())
     report = {
         "model": {"name": args.model or f"random CoDA-shape hidden {args.hidden} x {args.layers} layers",
@@ -318,11 +318,11 @@ def main(argv=None) -> int:
     report["machine"]["bandwidth_gbs"] = measure_bandwidth()
     stream = code_stream(tok, max(contexts))
     print("per-step time ...", flush=True)
-    report["step_time"] = step_table(engine, stream, contexts, holes, timed=3 if args.quick else 4,
-                                     repeats=1 if args.quick else 2)
+    report["step_time"] = step_table(engine, stream, contexts, holes, timed=3,
+                                     repeats=1)
     print("threshold sweep ...", flush=True)
-    report["threshold_sweep"] = threshold_sweep(engine, code_tasks(tok, num_tasks), thresholds, 32, 512)
-    report["threshold_sweep_meta"] = f"{num_tasks} holes, 32-token budget, context <= 512, greedy entropy"
+    report["threshold_sweep"] = threshold_sweep(engine, code_tasks(tok, num_tasks), thresholds, 32, 256)
+    report["threshold_sweep_meta"] = f"{num_tasks} holes, 32-token budget, context <= 256, greedy entropy"
     print("latency ...", flush=True)
     report["latency"] = latency(engine, stream, 1024, 32, repeats=1 if args.quick else 2)
     floor_ms = 1e3 * weight_bytes(model) / (report["machine"]["bandwidth_gbs"] * 1e9)
