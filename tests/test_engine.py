@@ -261,3 +261,12 @@ def test_partial_hole_text_leaves_masked_spans_out(loaded) -> None:
     assert engine.hole_text(state, partial=True) == "return a + b"
     state = _state(ids, [True] * len(a) + [True, True] + [False] * len(b))
     assert engine.hole_text(state, partial=True) == " + b"
+
+
+# --------------------------------------------------------------------------------------- coda-bench dispatcher
+def test_coda_bench_lists_subcommands_and_rejects_unknown_ones(capsys) -> None:
+    from coda_bench.cli import SUBCOMMANDS, main
+
+    assert main(["--help"]) == 0 and "engine" in capsys.readouterr().out
+    assert main(["no-such-bench"]) == 2 and "unknown subcommand 'no-such-bench'" in capsys.readouterr().err
+    assert SUBCOMMANDS["engine"][0] == "coda_bench.engine"
