@@ -115,9 +115,10 @@ def step_times(engine: Engine, stream: list[int], ctx: int, hole: int, cache: st
             break
         t0 = time.perf_counter()
     it.close()
+    # min, not median: the CPU is shared, and interference only ever adds time
     if cache == "none":
-        return {"step_ms": 1e3 * statistics.median(times)}
-    return {"refresh_ms": 1e3 * times[0], "step_ms": 1e3 * statistics.median(times[1:])}
+        return {"step_ms": 1e3 * min(times)}
+    return {"refresh_ms": 1e3 * times[0], "step_ms": 1e3 * min(times[1:])}
 
 
 def step_table(engine: Engine, stream, contexts, holes, timed: int, repeats: int) -> list[dict]:
