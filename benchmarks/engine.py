@@ -46,20 +46,23 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 # ----------------------------------------------------------------------------------------------- setup
-def random_model(dtype: torch.dtype, hidden: int, layers: int) -> LoadedModel:
+def random_model(dtype: torch.dtype, hidden: int, layers: int, device: str = "cpu",
+                 full_size: bool = False) -> LoadedModel:
     shared = find_shared_coda_dir(REPO)
     if shared is None:
         raise SystemExit("coda-bench engine: ../shared/coda-v0 (tokenizer) not found; pass --model PATH")
     cfg = CodaConfig.from_json(shared / "config.json")
     heads = max(1, hidden // 64)
-    cfg = CodaConfig.from_dict({**cfg.to_dict(), "hidden_size": hidden, "intermediate_size": 3 * hidden,
-                        "num_hidden_layers": layers, "num_attention_heads": heads,
-                        "num_key_value_heads": max(1, heads // 2), "head_dim": 64})
-    model = CodaLM(cfg)
+    if not full_size:
+        cfg = CodaConfig.from_dict({**cfg.to_dict(), "hidden_size": hidden, "intermediate_size": 3 * hidden,
+                                    "num_hidden_layers": layers, "num_attention_heads": heads,
+                                    "num_key_value_heads": max(1, heads // 2), "head_dim": 64})
+    with torch.device(device):
+        model = CodaLM(cfg)
     init_weights(model, seed=0)
     model = model.to(dtype).eval()
     return LoadedModel(model=model, config=cfg, tokenizer=CodaTokenizer.from_dir(shared), path=Path("<random>"),
-                       device=torch.device("cpu"), dtype=dtype)
+                       device=torch.device(device), dtype=dtype)
 
 
 def code_tasks(tok: CodaTokenizer, limit: int) -> list[dict]:
@@ -82,14 +85,21 @@ def code_stream(tasks_tok: CodaTokenizer, n: int) -> list[int]:
     return ids[:n]
 
 
-def measure_bandwidth(num_bytes: int = 1 << 29, repeats: int = 5) -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_bandwidth(device: torch.device, num_bytes: int = 1 << 29, repeats: int = 5) -> float:
     """GB/s of a large tensor copy (bytes read + bytes written), best of `repeats`."""
-    src = torch.empty(num_bytes, dtype=torch.uint8).fill_(1)
+    src = torch.empty(num_bytes, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
     best = float("inf")
     for _ in range(repeats):
+        sync(device)
         t0 = time.perf_counter()
         dst.copy_(src)
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * num_bytes / best / 1e9
 
@@ -179,15 +189,16 @@ def threshold_sweep(engine: Engine, tasks: list[dict], thresholds, length: int, 
 def ar_decode(model: CodaLM, prompt: list[int], new_tokens: int) -> tuple[list[int], float, float]:
     """Greedy causal decode with a KV cache. Returns (ids, prefill seconds, per-token seconds)."""
     t0 = time.perf_counter()
-    x = torch.tensor([prompt])
-    out = model(x, causal=True, use_cache=True, logits_index=torch.tensor([len(prompt) - 1]))
+    dev = next(model.parameters()).device
+    x = torch.tensor([prompt], device=dev)
+    out = model(x, causal=True, use_cache=True, logits_index=torch.tensor([len(prompt) - 1], device=dev))
     kv = out.key_values
     nxt = int(out.logits[0, -1].argmax())
     prefill = time.perf_counter() - t0
     ids = [nxt]
     t1 = time.perf_counter()
     for _ in range(new_tokens - 1):
-        out = model(torch.tensor([[nxt]]), causal=True, past_key_values=kv, use_cache=True)
+        out = model(torch.tensor([[nxt]], device=dev), causal=True, past_key_values=kv, use_cache=True)
         kv = [(torch.cat((k, k2), 2), torch.cat((v, v2), 2)) for (k, v), (k2, v2) in zip(kv, out.key_values)]
         nxt = int(out.logits[0, -1].argmax())
         ids.append(nxt)
@@ -284,9 +295,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="coda-bench engine", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="a CoDA model directory (default: random weights, scaled CoDA shape)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (GPU path written but not yet run)")
+    p.add_argument("--full-size", action="store_true", help="random model of the real 1.7B shape (for a GPU)")
     p.add_argument("--hidden", type=int, default=512, help="random model width")
     p.add_argument("--layers", type=int, default=8, help="random model depth")
-    p.add_argument("--quick", action="store_true", help="contexts 256/1k, holes 16/32, 3 tasks, 3 thresholds")
+    p.add_argument("--quick", action="store_true", help="contexts 256/1k, holes 16/32, 2 tasks, 3 thresholds (writes engine_quick.json|md)")
     p.add_argument("--tasks", type=int, default=None, help="HumanEval holes for the threshold sweep")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared, loaded CPU, OpenMP threads spinning at barriers "
@@ -297,9 +310,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     if args.model:
-        loaded = load_model(args.model, device="cpu", dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
+        loaded = load_model(args.model, device=args.device, dtype="bfloat16" if dtype == torch.bfloat16 else "float32")
     else:
-        loaded = random_model(dtype, args.hidden, args.layers)
+        loaded = random_model(dtype, args.hidden, args.layers, args.device, args.full_size)
     engine, tok, model = Engine(loaded), loaded.tokenizer, loaded.model
     contexts = [256, 1024] if args.quick else [256, 1024, 2048, 4096]
     holes = [16, 32] if args.quick else [16, 32, 64]
@@ -307,7 +320,8 @@ def main(argv=None) -> int:
     num_tasks = args.tasks or (2 if args.quick else 4)
     params = sum(p.numel() for p in model.parameters())
     report = {
-        "model": {"name": args.model or f"random CoDA-shape hidden {args.hidden} x {args.layers} layers",
+        "model": {"name": args.model or ("random CoDA-1.7B shape" if args.full_size else
+                                         f"random CoDA-shape hidden {args.hidden} x {args.layers} layers"),
                   "random": not args.model, "dtype": args.dtype, "params_m": params / 1e6,
                   "weight_mb": weight_bytes(model) / 1e6, "config": loaded.config.to_dict()},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -316,7 +330,7 @@ def main(argv=None) -> int:
         "quick": args.quick,
     }
     print("bandwidth ...", flush=True)
-    report["machine"]["bandwidth_gbs"] = measure_bandwidth()
+    report["machine"]["bandwidth_gbs"] = measure_bandwidth(torch.device(args.device))
     stream = code_stream(tok, max(contexts))
     print("per-step time ...", flush=True)
     report["step_time"] = step_table(engine, stream, contexts, holes, timed=3,
