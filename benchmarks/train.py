@@ -3,6 +3,7 @@
 Runs `coda_train.trainer.Trainer` (same step function as `coda-train pretrain`) for a few steps on
 synthetic token shards and writes JSON. Presets:
 - `small` (default): configs/tiny_pretrain.toml's model (hidden 64, 2 layers, seq 128, batch 8);
+- `medium`: hidden 256, 4 layers, seq 256, batch 16 (the size of the embedded default model's runs);
 - `1p7b`: CoDA-1.7B's shape (Qwen3-1.7B, untied head, 151,936 rows), bf16 parameters, Adafactor,
   activation checkpointing (the TPU recipe's set-up) — for a GPU.
 
@@ -37,11 +38,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def preset_sections(preset: str, tok_dir: Path, data_dir: Path, out_dir: Path, args) -> dict:
-    if preset == "small":
-        model = {"init": "random", "tokenizer": str(tok_dir), "hidden_size": 64, "intermediate_size": 128,
-                 "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+    if preset in ("small", "medium"):
+        small = preset == "small"
+        model = {"init": "random", "tokenizer": str(tok_dir), "hidden_size": 64 if small else 256,
+                 "intermediate_size": 128 if small else 768, "num_hidden_layers": 2 if small else 4,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16 if small else 64,
                  "max_position_embeddings": 512, "dtype": args.dtype or "float32"}
-        seq, batch, micro = args.seq_len or 128, args.batch or 8, args.micro_batch or 0
+        seq = args.seq_len or (128 if small else 256)
+        batch, micro = args.batch or (8 if small else 16), args.micro_batch or 0
         optim = {"name": "adafactor", "lr": 3e-3, "schedule": "linear"}
     else:
         model = {"init": "random", "tokenizer": str(tok_dir), "preset": "coda_1p7b", "vocab_size": 151936,
@@ -86,13 +90,17 @@ def run(args) -> dict:
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" or cfg.run.precision == "bf16" else torch.float32
         peak = guess_peak_flops(device, cfg)
         peak_source = "vendor dense bf16 peak" if peak else "measured matmul (2048^3, run dtype) on this machine"
+        threads = args.threads or torch.get_num_threads()
         if not peak:
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)  # the peak with the threads the run used
             peak = measure_matmul_flops(device, dtype, n=2048)
+            torch.set_num_threads(before)
         fpt = flops_per_token(mc, seq)
         result = {
             "benchmark": "train", "preset": args.preset, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "threads": threads,
             "load_average_1min": _load(),
             "parameters": mc.num_parameters, "seq_len": seq, "global_batch_rows": batch,
             "micro_batch_rows": trainer.micro, "accumulation": trainer.accum, "param_dtype": cfg.model.dtype,
@@ -128,7 +136,7 @@ def _records(run_dir: Path):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="coda-bench train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", choices=("small", "1p7b"), default="small")
+    p.add_argument("--preset", choices=("small", "medium", "1p7b"), default="small")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--seq-len", type=int)
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON path (default benchmarks/results/train_<preset>_<device>.json)")
     args = p.parse_args(argv)
     result = run(args)
-    out = Path(args.out) if args.out else RESULTS / f"train_{args.preset}_{result['device'].split(':')[0]}.json"
+    out = Path(args.out) if args.out else RESULTS / f"train_{args.preset}_{result['device'].split(':')[0]}_{result['param_dtype']}_t{result['threads']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     mfu = result["mfu"]

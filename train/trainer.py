@@ -242,7 +242,7 @@ class Trainer:
                 self.save()
             peak_note = ""
             if self.peak_flops is None and b.device.type == "cpu" and b.is_main:
-                dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
+                dtype = torch.bfloat16 if "bf" in cfg.model.dtype + cfg.run.precision else torch.float32
                 self.peak_flops = measure_matmul_flops(b.device, dtype)  # no vendor peak for CPUs; same threads
                 peak_note = f" of a measured {self.peak_flops / 1e9:,.0f} GFLOP/s matmul"
         finally:
