@@ -44,7 +44,7 @@ def test_adafactor_keeps_bf16_parameters_in_bf16():
 def test_schedules_warm_up_then_decay_to_the_floor(schedule):
     cfg = OptimConfig(schedule=schedule, warmup_steps=10, min_lr_ratio=0.1)
     f = lr_lambda(cfg, 100)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(0) == 0.0 and f(5) == pytest.approx(0.5) and f(10) == pytest.approx(1.0)
     if schedule == "constant":
         assert f(99) == 1.0
     else:
@@ -54,4 +54,16 @@ def test_schedules_warm_up_then_decay_to_the_floor(schedule):
 
 def test_warmup_ratio_is_used_when_no_warmup_steps():
     f = lr_lambda(OptimConfig(schedule="cosine", warmup_ratio=0.1), 200)
-    assert f(9) == pytest.approx(0.5) and f(19) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(0.5) and f(20) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_schedules_equal_the_transformers_ones_coda_used(schedule):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    make = get_linear_schedule_with_warmup if schedule == "linear" else get_cosine_schedule_with_warmup
+    ref = make(opt, num_warmup_steps=7, num_training_steps=50)
+    ours = lr_lambda(OptimConfig(schedule=schedule, warmup_steps=7), 50)
+    for step in range(50):
+        assert ours(step) == pytest.approx(ref.lr_lambdas[0](step), abs=1e-12)

@@ -6,7 +6,8 @@
 - SFT: AdamW with a cosine schedule and warm-up ratio 0.1.
 
 Schedules are plain `LambdaLR`s (warm-up then linear / cosine decay to `min_lr_ratio`), so their state
-is a step counter and resumes exactly.
+is a step counter and resumes exactly. With `min_lr_ratio = 0` they equal `transformers`'
+`get_linear_schedule_with_warmup` / `get_cosine_schedule_with_warmup` (what CoDA's trainers used).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
 
     def fn(step: int) -> float:
         if warmup and step < warmup:
-            return (step + 1) / warmup
+            return step / warmup  # as transformers' schedules: the first update has lr 0
         if cfg.schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
