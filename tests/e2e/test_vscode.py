@@ -68,33 +68,31 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", "", text.replace("\u00a0", " "))
 
 
-def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir):
+BASE_SETTINGS = {
+    "editor.inlineSuggest.enabled": True, "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
+    "editor.suggestOnTriggerCharacters": False, "editor.wordBasedSuggestions": "off",
+    "workbench.startupEditor": "none", "telemetry.telemetryLevel": "off", "update.mode": "none",
+    "extensions.autoUpdate": False, "security.workspace.trust.enabled": False, "files.trimTrailingWhitespace": False,
+    "files.insertFinalNewline": False, "files.autoSave": "off", "chat.disableAIFeatures": True,
+    "workbench.secondarySideBar.defaultVisibility": "hidden", "workbench.tips.enabled": False,
+}
+
+
+def run_in_code_server(tmp_path: Path, workspace: Path, editor_env: dict, settings: dict, driver: str,
+                       driver_args: list[str], driver_env: dict) -> subprocess.CompletedProcess:
+    """Install the .vsix into a fresh code-server profile, serve `workspace`, run a playwright driver on it."""
     code_server = require(CODE_SERVER, "code-server")
     require(VSIX, "the built extension editors/vscode/coda-lsp.vsix")
     require(PLAYWRIGHT, "playwright-core (tests/e2e/node_modules)")
     chromium = require(shutil.which("chromium") or "/usr/bin/chromium", "Debian chromium")
     node = require(shutil.which("node"), "node")
-
-    src = workspace / "example.py"
-    src.write_text(SOURCE)
     ud, ext = tmp_path / "ud", tmp_path / "ext"
     (ud / "User").mkdir(parents=True)
-    (ud / "User" / "settings.json").write_text(json.dumps({
-        "coda.serverPath": server_cmd[0], "coda.serverArgs": server_cmd[2:],
-        "coda.modelPath": str(tiny_model_dir), "coda.steps": 16, "coda.maxTokens": 16, "coda.debounceMs": 0,
-        "coda.streaming": True,
-        "editor.inlineSuggest.enabled": True, "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
-        "editor.suggestOnTriggerCharacters": False, "editor.wordBasedSuggestions": "off",
-        "workbench.startupEditor": "none", "telemetry.telemetryLevel": "off", "update.mode": "none",
-        "extensions.autoUpdate": False, "security.workspace.trust.enabled": False, "files.trimTrailingWhitespace": False,
-        "files.insertFinalNewline": False, "files.autoSave": "off", "chat.disableAIFeatures": True,
-        "workbench.secondarySideBar.defaultVisibility": "hidden", "workbench.tips.enabled": False,
-    }))
+    (ud / "User" / "settings.json").write_text(json.dumps(dict(BASE_SETTINGS, **settings), indent=1))
     common = ["--user-data-dir", str(ud), "--extensions-dir", str(ext)]
     inst = subprocess.run([str(code_server), *common, "--install-extension", str(VSIX)], env=editor_env,
                           capture_output=True, text=True, timeout=120)
     assert inst.returncode == 0 and "coda-lsp" in inst.stdout + inst.stderr, inst.stdout + inst.stderr
-
     port = free_port()
     cs_log = tmp_path / "code-server.log"
     with open(cs_log, "w") as log:
@@ -104,17 +102,30 @@ def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, cs_log)
-        result_file, shot = tmp_path / "result.json", tmp_path / "vscode-ghost-text.png"
-        env = dict(editor_env, CODA_FILE=src.name, CODA_PATH=str(src), CODA_LINE=str(LINE), CODA_TYPE=TYPED,
-                   CODA_FILL_LINE=str(FILL_LINE), CHROMIUM=str(chromium), NODE_PATH=str(E2E / "node_modules"))
-        drv = subprocess.run([str(node), str(E2E / "vscode_driver.js"), f"{url}/?folder={workspace}", str(result_file),
-                              str(shot)], cwd=E2E, env=env, capture_output=True, text=True, timeout=400)
+        env = dict(editor_env, CHROMIUM=str(chromium), NODE_PATH=str(E2E / "node_modules"),
+                   CODA_SETTINGS=str(ud / "User" / "settings.json"), **driver_env)
+        return subprocess.run([str(node), str(E2E / driver), f"{url}/?folder={workspace}", *driver_args],
+                              cwd=E2E, env=env, capture_output=True, text=True, timeout=400)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir):
+    src = workspace / "example.py"
+    src.write_text(SOURCE)
+    settings = {"coda.serverPath": server_cmd[0], "coda.serverArgs": server_cmd[2:],
+                "coda.modelPath": str(tiny_model_dir), "coda.steps": 16, "coda.maxTokens": 16,
+                "coda.debounceMs": 0, "coda.streaming": True}
+    result_file, shot = tmp_path / "result.json", tmp_path / "vscode-ghost-text.png"
+    drv = run_in_code_server(tmp_path, workspace, editor_env, settings, "vscode_driver.js",
+                             [str(result_file), str(shot)],
+                             dict(CODA_FILE=src.name, CODA_PATH=str(src), CODA_LINE=str(LINE), CODA_TYPE=TYPED,
+                                  CODA_FILL_LINE=str(FILL_LINE)))
+    cs_log = tmp_path / "code-server.log"
     diagnostics = (f"driver rc {drv.returncode}\n{drv.stderr[-2000:]}\ncode-server:\n{tail(cs_log, 2000)}\n"
                    f"server log:\n{tail(tmp_path / 'server.log')}")
     assert result_file.exists(), diagnostics
@@ -152,3 +163,29 @@ def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_
     assert new[:fill_row] == old[:fill_row]
     assert new[len(new) - tail_len:] == old[fill_row + 1:]
     assert "\n".join(new[fill_row:len(new) - tail_len]) != old[fill_row]
+
+
+@pytest.mark.parametrize("case", ["missing", "crash"])
+def test_vscode_bad_server_gives_one_clear_error_and_no_restart_loop(tmp_path, workspace, editor_env, case):
+    starts = tmp_path / "starts.log"
+    crash = tmp_path / "crash-server"
+    crash.write_text(f"#!/bin/sh\necho start >> {starts}\necho 'coda-lsp: boom' >&2\nexit 3\n")
+    crash.chmod(0o755)
+    server, expect = {"missing": ("/nonexistent/bin/coda-lsp", "does not exist"),
+                      "crash": (str(crash), "did not start")}[case]
+    result_file = tmp_path / "bad.json"
+    drv = run_in_code_server(tmp_path, workspace, editor_env, {"coda.serverPath": server},
+                             "vscode_bad_input.js", [str(result_file)], {"CODA_EXPECT": expect})
+    assert result_file.exists(), drv.stderr[-3000:]
+    res = json.loads(result_file.read_text())
+    assert drv.returncode == 0 and not res.get("error"), f"{res.get('error')}\n{res.get('events')}"
+    # one notification of ours (vscode-languageclient adds its own generic "couldn't create connection")
+    ours = [m for m in res["messages"] if m.startswith("CoDA: ")]
+    assert len(ours) == 1, res["messages"]
+    message = ours[0]
+    assert re.search(expect, message), message
+    if case == "missing":
+        assert "/nonexistent/bin/coda-lsp" in message and "coda.serverPath" in message
+    else:
+        assert "did not start" in message and "terminal" in message and "Restart Server" in message
+        assert starts.read_text().count("start") == 1         # started once: no restart loop

@@ -29,15 +29,20 @@ export class ServerManager implements vscode.Disposable {
   private startedAt = 0;
   private restarts: number[] = [];
   private stopping = false;
+  /** One notification per failed start: a dead process also closes the connection. */
+  private reported = false;
+  private origin = '';
 
   constructor(private readonly hooks: ClientHooks) {}
 
   async start(): Promise<LanguageClient | undefined> {
     const cmd = serverCommand();
+    this.reported = false;
     if ('error' in cmd) {
       this.fail(cmd.error);
       return undefined;
     }
+    this.origin = cmd.origin;
     this.hooks.log.info(`starting ${cmd.command} ${cmd.args.join(' ')} (${cmd.origin})`);
     const server: ServerOptions = { command: cmd.command, args: cmd.args, transport: TransportKind.stdio };
     const options: LanguageClientOptions = {
@@ -46,11 +51,12 @@ export class ServerManager implements vscode.Disposable {
       outputChannel: this.hooks.log,
       middleware: this.hooks.middleware,
       initializationFailedHandler: (error) => {
-        this.fail(`coda-lsp failed to initialize: ${error instanceof Error ? error.message : String(error)}`);
+        this.startFailed(cmd.origin, error);
         return false;
       },
       errorHandler: {
-        error: (): ErrorHandlerResult => ({ action: ErrorAction.Continue }),
+        // connection errors come with a close (handled below): no extra notification for them
+        error: (): ErrorHandlerResult => ({ action: ErrorAction.Continue, handled: true }),
         closed: () => this.onClosed(),
       },
     };
@@ -59,11 +65,11 @@ export class ServerManager implements vscode.Disposable {
     this.hooks.onCreated(client);
     this.startedAt = Date.now();
     this.stopping = false;
+    this.reported = false;
     try {
       await client.start();
     } catch (err) {
-      this.fail(`coda-lsp (${cmd.origin}) did not start: ${err instanceof Error ? err.message : String(err)}. `
-        + 'Run it in a terminal to see why, or check "CoDA: Show Log".');
+      this.startFailed(cmd.origin, err);
       return undefined;
     }
     this.hooks.onStarted(client);
@@ -77,8 +83,7 @@ export class ServerManager implements vscode.Disposable {
     }
     const now = Date.now();
     if (now - this.startedAt < START_GRACE_MS) {
-      this.fail('coda-lsp exited while starting. Check coda.serverPath / coda.pythonPath / coda.modelPath, '
-        + 'run the server in a terminal to see its error, then "CoDA: Restart Server".');
+      this.startFailed(this.origin, new Error('it exited while starting (check coda.serverPath / coda.pythonPath / coda.modelPath)'));
       return { action: CloseAction.DoNotRestart, handled: true };
     }
     this.restarts = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
@@ -94,8 +99,17 @@ export class ServerManager implements vscode.Disposable {
     return { action: CloseAction.Restart, handled: true };
   }
 
+  private startFailed(origin: string, err: unknown): void {
+    this.fail(`coda-lsp (${origin}) did not start: ${err instanceof Error ? err.message : String(err)}. `
+      + 'Run it in a terminal to see why, or check "CoDA: Show Log"; then "CoDA: Restart Server".');
+  }
+
   private fail(message: string): void {
     this.hooks.log.error(message);
+    if (this.reported) {
+      return;
+    }
+    this.reported = true;
     this.hooks.onFailed(message);
     void vscode.window.showErrorMessage(`CoDA: ${message}`, 'Open Settings', 'Show Log').then((choice) => {
       if (choice === 'Open Settings') {
