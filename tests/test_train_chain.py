@@ -128,7 +128,8 @@ def _toml(value):
 
 def test_resume_after_kill_is_bit_exact(assets, tmp_path):
     root, tok, text, _ = assets
-    kw = dict(run={"steps": 16, "batch_size": 4, "save_every": 4, "keep_checkpoints": 3},
+    # 200 short steps: the kill lands right after step 8, long before the run could finish by itself
+    kw = dict(run={"steps": 200, "batch_size": 2, "save_every": 8, "keep_checkpoints": 2, "log_every": 10},
               optim={"name": "adafactor", "schedule": "linear", "warmup_steps": 3, "lr": 1e-2},
               objective={"prefix_probability": 0.2, "truncate_probability": 0.2, "block_masking_probability": 0.3})
     straight = tiny_config(tok, text, tmp_path / "straight", **kw)
@@ -141,7 +142,7 @@ def test_resume_after_kill_is_bit_exact(assets, tmp_path):
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert list_checkpoints(tmp_path / "killed")[-1].name != "step-00000016"
+    assert list_checkpoints(tmp_path / "killed")[-1].name != "step-00000200"
     train(killed, resume=True)
     a = load_file(str(list_checkpoints(tmp_path / "straight")[-1] / "model.safetensors"))
     b = load_file(str(list_checkpoints(tmp_path / "killed")[-1] / "model.safetensors"))
