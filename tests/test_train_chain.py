@@ -64,7 +64,7 @@ def test_pretrain_midtrain_sft_export_chain_lowers_loss_and_loads(assets, tmp_pa
     initial = fixed_eval_loss(build_model(pre.model, pre.run.seed).model, text)
     train(pre)
     after_pre = fixed_eval_loss(find_checkpoint(tmp_path / "pre"), text)
-    assert after_pre < initial - 0.3
+    assert after_pre < initial - 0.3, (initial, after_pre)
     mid = tiny_config(tok, text, tmp_path / "mid", model={"init": str(tmp_path / "pre")},
                       run={"steps": 10, "batch_size": 8},
                       objective={"sampling_eps": [0.001, 0.25], "prefix_probability": [0.01, 0.05],
