@@ -30,7 +30,11 @@ local scenario = os.getenv('CODA_SCENARIO')
 if scenario == 'missing' then
   require('coda').setup({ server_path = '/nonexistent/bin/coda-lsp' })
   vim.cmd('edit ' .. vim.fn.tempname() .. '.py')
-  vim.schedule(function() finish(0) end)
+  vim.schedule(function()
+    vim.cmd('checkhealth coda')
+    result.health = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+    finish(0)
+  end)
 else
   require('coda').setup({ cmd = vim.json.decode(os.getenv('CODA_CMD')) })
   -- after startup, when filetype detection is on (the FileType event starts the client)

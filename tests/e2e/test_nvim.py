@@ -110,6 +110,8 @@ def test_nvim_missing_server_says_what_to_do(tmp_path, editor_env):
     errors = [n["msg"] for n in res["notes"] if n["level"] == 4]     # vim.log.levels.ERROR
     assert len(errors) == 1, res["notes"]
     assert "/nonexistent/bin/coda-lsp" in errors[0] and "server_path" in errors[0] and "pip install" in errors[0]
+    health = "\n".join(res["health"])
+    assert "coda: server" in health and "is not executable" in health and "ERROR" in health, health
 
 
 def test_nvim_server_crashing_at_start_is_reported_once(tmp_path, editor_env):
