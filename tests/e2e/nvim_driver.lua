@@ -11,7 +11,9 @@ vim.opt.rtp:prepend(os.getenv('CODA_PLUGIN_DIR'))
 vim.opt.swapfile = false
 
 local api = vim.api
-local result = { events = {}, partial_texts = {}, fill_partial_texts = {}, statuses = {}, tries = 0 }
+local v = vim.version()
+local result = { events = {}, partial_texts = {}, fill_partial_texts = {}, statuses = {}, tries = 0,
+  nvim = ('%d.%d.%d'):format(v.major, v.minor, v.patch) }
 local t0 = vim.uv.now()
 local phase = 'start'
 local bufnr = api.nvim_get_current_buf()
@@ -60,7 +62,8 @@ local function extmark_text(ns)
   return text, marks[1][2], marks[1][3], d
 end
 
-local ghost_ns = api.nvim_create_namespace('nvim.lsp.inline_completion')
+-- ghost text: Neovim 0.12 draws it in its own namespace; on 0.11 the plugin's fallback does
+local ghost_ns = api.nvim_create_namespace(vim.lsp.inline_completion and 'nvim.lsp.inline_completion' or 'coda.ghost')
 local coda = require('coda')
 local partial = require('coda.partial')
 

