@@ -102,7 +102,8 @@ local function try_ghost()
     end
     phase = 'accept'
     local cur = api.nvim_win_get_cursor(0)
-    result.ghost = { text = text, row = row, col = col, cursor = cur, before = buf_text() }
+    result.ghost = { text = text, row = row, col = col, cursor = cur, before = buf_text(),
+      partial_left = extmark_text(partial.ns) } -- the streamed text is cleared once the final item is shown
     log(('ghost %q at %d:%d'):format(text, row, col))
     api.nvim_create_autocmd('TextChangedI', { once = true, buffer = bufnr, callback = function()
       result.after_accept = buf_text()

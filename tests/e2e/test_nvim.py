@@ -82,6 +82,7 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     # ghost text appeared at the cursor, and <Tab> inserted exactly it
     ghost = res["ghost"]
     assert ghost["text"].strip()
+    assert ghost.get("partial_left") is None, "the streamed partial text was not cleared"
     before, after = ghost["before"], res["after_accept"]
     lines = before.split("\n")
     row, col = ghost["cursor"][0] - 1, ghost["cursor"][1]
@@ -92,6 +93,9 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     # :CodaFill replaced line 7 with the server's text, and the file on disk has it
     fill = res["fill"]
     assert fill["applied"] is True, fill
+    # while it denoised, the fill's partial text was drawn under the selection
+    fills = res["fill_partial_texts"]
+    assert fills and all(p["shown"] and p["text"].split("\n")[0] in p["shown"] for p in fills), fills
     old_lines = res["before_fill"].split("\n")
     l1, l2 = FILL_LINES
     r = fill["range"]
