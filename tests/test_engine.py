@@ -74,11 +74,12 @@ def test_candidates_share_a_batch_and_differ_when_sampled(loaded) -> None:
     assert torch.equal(greedy.tokens[0], greedy.tokens[1])
 
 
-def test_generate_batches_rows_of_different_lengths_like_single_calls(sharp) -> None:
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_generate_batches_rows_of_different_lengths_like_single_calls(sharp, cache) -> None:
     engine = Engine(sharp)  # peaked head: no near-ties for float noise from padding to flip
     tok = sharp.tokenizer
     prompts = [tok.encode("def f(x):\n    return"), tok.encode("import os")]
-    cfg = DecodeConfig(steps=5, alg="entropy")
+    cfg = DecodeConfig(steps=5, alg="entropy", cache=cache, block_length=3)
     batched = engine.generate(prompts, max_new_tokens=5, config=cfg)
     single = [engine.generate([p], max_new_tokens=5, config=cfg)[0] for p in prompts]
     assert batched == single and all(len(r) == 5 for r in batched)
