@@ -266,6 +266,15 @@ def markdown(report: dict) -> str:
               "## Targets", ""]
     for t in report["targets"]:
         lines.append(f"- {t}")
+    lines += ["", "## Notes", "",
+              "- Step times are the minimum over 3 steps of one block, modes interleaved, on the machine above "
+              "(shared: see the load average). Interference only adds time; short contexts are dominated by "
+              "the 151,936-row head and the sampler, which cost the same in every mode.",
+              "- `dual amortized` = (refresh + (hole - 1) x step) / hole: one refresh forward per block of `hole` steps."]
+    if report["model"]["random"]:
+        lines.append("- Random weights are never confident, so every threshold decodes one token per forward, and "
+                     "their near-uniform logits flip under the small K/V staleness of the dual cache: the dual "
+                     "agreement here is not a quality measure. Re-run with `--model` on a trained checkpoint.")
     return "\n".join(lines) + "\n"
 
 
