@@ -1,7 +1,7 @@
 """Server settings: one dataclass, parsed leniently from `initializationOptions` / didChangeConfiguration.
 
 The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
-algorithm, temperature, threshold, debounceMs, contextTokens, enabledLanguages, streaming. A bad
+algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming. A bad
 value never stops the server: it keeps the previous value and the problem is reported as one
 warning line (shown to the user by the server).
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+CACHES = ("none", "prefix", "dual")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
@@ -25,7 +26,8 @@ class ServerOptions:
     max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(24, this)
     algorithm: str = "entropy"           # which positions to unmask first
     temperature: float = 0.0             # 0 = greedy
-    threshold: Optional[float] = None    # confidence-threshold parallel decoding (None = fixed schedule)
+    threshold: Optional[float] = 0.9     # confidence-threshold parallel decoding (None = fixed schedule only)
+    cache: str = "dual"                  # none (exact) | prefix | dual: context K/V reused within a block
     debounce_ms: int = 75                # wait after an automatic trigger before running the model
     context_tokens: int = 1024           # budget for prefix + suffix + extra context
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
@@ -100,7 +102,7 @@ KEYS = {
     "algorithm": ("algorithm", _choice(ALGORITHMS)), "temperature": ("temperature", _temperature),
     "threshold": ("threshold", _threshold), "debounceMs": ("debounce_ms", _non_negative_int),
     "contextTokens": ("context_tokens", _positive_int), "enabledLanguages": ("enabled_languages", _languages),
-    "streaming": ("streaming", _bool),
+    "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)),
 }
 assert {f for f, _ in KEYS.values()} == {f.name for f in fields(ServerOptions)}
 

@@ -10,7 +10,7 @@ step i (all remaining at the last step), the most confident first, or sampled wi
 from softmax(confidence / alg_temp).
 
 On top of that, confidence-threshold parallel decoding (Fast-dLLM): reveal every masked position
-whose proposed token has probability >= threshold, and at least one (the most confident by the
+whose proposed token has probability >= threshold, and at least the fixed schedule's count (>= 1; the most confident by the
 algorithm's own confidence) per step; on the last allowed step everything left is revealed.
 
 Everything here works on one "window" of hole positions: logits [C, W, V] for tokens [C, W]. The
@@ -189,9 +189,12 @@ def denoise_step(logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tenso
             if step >= steps - 1:
                 pick = row_masked.clone()
             else:
+                # confident positions, plus at least the fixed schedule's count (>= 1): the step budget
+                # is kept, so an unsure model never dumps the whole hole on the last allowed step
                 pick = row_masked & (prop_p[r] >= threshold)
-                if not pick.any():
-                    pick[choose_positions(prop_conf[r], row_masked, 1, alg_temp, generator)] = True
+                floor = max(1, num_to_reveal(m, step, steps, ts))
+                if int(pick.sum()) < floor:
+                    pick[choose_positions(prop_conf[r], row_masked, floor, alg_temp, generator)] = True
             idx = pick.nonzero(as_tuple=True)[0]
         else:
             idx = choose_positions(prop_conf[r], row_masked, num_to_reveal(m, step, steps, ts), alg_temp, generator)

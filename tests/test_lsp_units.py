@@ -35,13 +35,13 @@ def test_options_parse_camel_case_keys_and_warn_on_bad_values():
     opts, warnings = merge_options(ServerOptions(), {
         "modelPath": "/m", "device": "CPU", "dtype": "bfloat16", "steps": 8, "maxTokens": 32, "algorithm": "origin",
         "temperature": 0.5, "threshold": 0.9, "debounceMs": 0, "contextTokens": 512,
-        "enabledLanguages": ["python"], "streaming": True})
-    assert warnings == []
+        "enabledLanguages": ["python"], "streaming": True, "cache": "prefix"})
+    assert warnings == [] and opts.cache == "prefix"
     assert (opts.model_path, opts.device, opts.steps, opts.max_tokens, opts.algorithm, opts.threshold,
             opts.debounce_ms, opts.context_tokens, opts.streaming) == ("/m", "cpu", 8, 32, "origin", 0.9, 0, 512, True)
     assert opts.language_enabled("python") and not opts.language_enabled("go")
-    bad, warnings = merge_options(opts, {"steps": -1, "algorithm": "magic", "nope": 1, "streaming": "yes"})
-    assert bad == opts and len(warnings) == 4 and all("ignored" in w for w in warnings)
+    bad, warnings = merge_options(opts, {"steps": -1, "algorithm": "magic", "nope": 1, "streaming": "yes", "cache": "lru"})
+    assert bad == opts and len(warnings) == 5 and all("ignored" in w for w in warnings)
     assert merge_options(opts, "garbage")[0] == opts
 
 
