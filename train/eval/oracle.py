@@ -10,7 +10,7 @@ KNOWN_BROKEN lists, per task, the references that fail their own tests in our sa
 found by a full oracle run (`coda-eval oracle TASK --limit 0`) and are excluded from the 100% check.
 Full run (2026-11-25, this sandbox): every reference passes -- HumanEval 164/164, MBPP test 500/500,
 infilling single 1033/1033, multi 5815/5815, random 1640/1640, random-light 164/164 -- so the lists
-are empty. Empty answers: 0% on HumanEval and MBPP; infilling weak tests: single 27, random 30.
+are empty. Empty answers: 0% on HumanEval and MBPP; infilling weak tests: single 27, multi 55, random 30.
 """
 
 from __future__ import annotations
