@@ -46,8 +46,13 @@ def leading_ws(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 
 
-def normalize_newlines(text: str, ctx: PostContext) -> Optional[str]:
+def unify_newlines(text: str) -> str:
+    """Model text may hold `\\r\\n` or a lone `\\r`; editors draw those as `^M` in ghost text."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def normalize_newlines(text: str, ctx: PostContext) -> Optional[str]:
+    return unify_newlines(text)
 
 
 def fix_indentation(text: str, ctx: PostContext) -> Optional[str]:

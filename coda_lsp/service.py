@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from coda_lsp.context import CompletionContext, ContextConfig, build_context
 from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.options import ServerOptions
-from coda_lsp.postprocess import PostContext, postprocess
+from coda_lsp.postprocess import PostContext, postprocess, unify_newlines
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,8 @@ class CompletionService:
 
         def on_step(p: tuple[str, int, int, int, bool]) -> None:
             if on_partial is not None and not p[4]:
-                text = p[0].split("\n", 1)[0] if ctx.single_line else p[0]
+                text = unify_newlines(p[0])
+                text = text.split("\n", 1)[0] if ctx.single_line else text
                 on_partial(PartialEvent(uri, version, start, end, text, p[1], p[2], p[3], False))
 
         o = self.options

@@ -19,9 +19,11 @@ def _needs_uid_drop(cfg: SandboxConfig) -> None:
         pytest.skip("without root the OS layers cannot protect files of the same user; the audit hook does")
 
 
-def _sandbox_processes() -> list[int]:
-    """Live processes owned by a sandbox uid (none may remain after a run returns). Zombies are dead
-    already; they wait for whichever ancestor reaps orphans in this container."""
+def _sandbox_processes(uid: int | None) -> list[int]:
+    """Live processes owned by the run's sandbox uid (none may remain after a run returns); any
+    sandbox uid when the run kept the caller's. Only that uid: runs of other test sessions on this
+    machine own other random uids. Zombies are dead already; they wait for whichever ancestor reaps
+    orphans in this container."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -29,7 +31,8 @@ def _sandbox_processes() -> list[int]:
                 status = dict(l.split(":", 1) for l in (entry / "status").read_text().splitlines() if ":" in l)
             except OSError:
                 continue
-            if int(status["Uid"].split()[1]) >= _UID_LOW and not status["State"].strip().startswith(("Z", "X")):
+            owner = int(status["Uid"].split()[1])
+            if (owner == uid if uid is not None else owner >= _UID_LOW) and not status["State"].strip().startswith(("Z", "X")):
                 found.append(int(entry.name))
     return found
 
@@ -71,7 +74,7 @@ def test_fork_bomb_is_contained_and_leaves_no_process_behind(layers):
     src = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     result = run_program(src, cfg)
     assert result.status in ("failed", "timeout")
-    assert _sandbox_processes() == []
+    assert _sandbox_processes(result.uid) == []
     assert run_program("print('still fine')\n", FAST).status == "passed"
 
 
@@ -79,14 +82,15 @@ def test_processes_that_leave_the_group_are_killed_too():
     _needs_uid_drop(LAYERS["os-layers-only"])
     src = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    while True:\n        time.sleep(1)\n"
            "raise SystemExit(0)\n")
-    assert run_program(src, LAYERS["os-layers-only"]).status == "passed"
-    assert _sandbox_processes() == []
+    result = run_program(src, LAYERS["os-layers-only"])
+    assert result.status == "passed" and result.uid is not None
+    assert _sandbox_processes(result.uid) == []
 
 
 def test_infinite_loop_times_out_and_is_killed():
     result = run_program("while True:\n    pass\n", SandboxConfig(**{**FAST.__dict__, "timeout_s": 1}))
     assert result.status == "timeout"
-    assert _sandbox_processes() == []
+    assert _sandbox_processes(result.uid) == []
 
 
 def test_huge_allocation_fails_inside_the_program():

@@ -75,7 +75,7 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     partials = res["partial_texts"]
     assert len(partials) >= 2, res["events"]
     assert all(p["shown"] is not None for p in partials), "a partial notification was not drawn"
-    assert all(p["shown"] == p["text"] for p in partials), partials
+    assert all(p["shown"] == p["text"] for p in partials), json.dumps(partials, ensure_ascii=False, indent=1)
     assert len({p["shown"] for p in partials}) >= 2, f"the drawn text never changed while denoising: {partials}"
     assert [p["step"] for p in partials] == sorted(p["step"] for p in partials)
 

@@ -55,6 +55,7 @@ class ExecResult:
     status: str                      # passed | failed | timeout | error (sandbox could not start)
     returncode: int | None
     detail: str = ""                 # last lines of stderr (why it failed)
+    uid: int | None = None           # the uid it ran as (None: the caller's)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,13 +193,13 @@ def _run(iso: _Isolation, source: str, cfg: SandboxConfig, *, fixed_uid: bool) -
                                    stderr=subprocess.DEVNULL, timeout=30)
         detail = _tail(workdir / ".stderr", cfg.output_chars)
         if timed_out:
-            return ExecResult("timeout", None, f"killed after {cfg.timeout_s:g}s wall clock")
+            return ExecResult("timeout", None, f"killed after {cfg.timeout_s:g}s wall clock", uid)
         rc = proc.returncode
         if rc == launcher.SANDBOX_ERROR and "sandbox: setup failed" in detail:
-            return ExecResult("error", rc, detail)
+            return ExecResult("error", rc, detail, uid)
         if rc < 0 and not detail.strip():
             detail = f"killed by signal {signal.Signals(-rc).name}"
-        return ExecResult("passed" if rc == 0 else "failed", rc, detail)
+        return ExecResult("passed" if rc == 0 else "failed", rc, detail, uid)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
