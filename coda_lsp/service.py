@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from coda_model import default_model_path
 
 from coda_lsp.context import CompletionContext, ContextConfig, build_context
 from coda_lsp.documents import Document, DocumentStore, Pos
@@ -31,7 +32,7 @@ class ModelUnavailable(Exception):
 
 
 def default_model_dir() -> Path:
-    return Path(str(resources.files("coda_model") / "default_model"))
+    return default_model_path()
 
 
 def resolve_model_path(path: Optional[str]) -> Path:
