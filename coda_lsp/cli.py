@@ -34,8 +34,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=ServerOptions.max_tokens, help="length budget of a block hole")
     p.add_argument("--algorithm", default=ServerOptions.algorithm, choices=ALGORITHMS)
     p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--threshold", type=float, default=None, help="confidence threshold for parallel decoding")
+    p.add_argument("--threshold", type=_threshold, default=ServerOptions.threshold,
+                   help="confidence threshold for parallel decoding, 'none' for the fixed schedule only "
+                        f"(default {ServerOptions.threshold})")
+    p.add_argument("--cache", default=ServerOptions.cache, choices=("none", "prefix", "dual"),
+                   help=f"context K/V reuse within a block; none = exact (default {ServerOptions.cache})")
     p.add_argument("--context-tokens", type=int, default=ServerOptions.context_tokens)
+
+
+def _threshold(value: str) -> Optional[float]:
+    if value.lower() == "none":
+        return None
+    t = float(value)
+    if not 0.0 < t <= 1.0:
+        raise argparse.ArgumentTypeError("a threshold is in (0, 1], or 'none'")
+    return t
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -64,7 +77,8 @@ def oneshot_parser(command: str) -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(model_path=args.model, device=args.device, dtype=args.dtype, steps=max(1, args.steps),
                          max_tokens=max(1, args.max_tokens), algorithm=args.algorithm, temperature=args.temperature,
-                         threshold=args.threshold, context_tokens=max(16, args.context_tokens))
+                         threshold=args.threshold, cache=args.cache,
+                         context_tokens=max(16, args.context_tokens))
 
 
 class UsageError(Exception):

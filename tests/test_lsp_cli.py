@@ -35,3 +35,21 @@ def test_fill_and_complete_reject_bad_positions_and_missing_models_in_one_line(t
     assert past.returncode == 2 and "past the end" in past.stderr
     missing = run_cli("complete", f"{src}:1:5", "--model", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "--model" in missing.stderr and len(missing.stderr.strip().splitlines()) == 2
+
+
+def test_cli_decoding_defaults_are_the_servers_and_can_be_turned_off():
+    from coda_lsp.cli import oneshot_parser, options_from
+    from coda_lsp.options import ServerOptions
+
+    parser = oneshot_parser("complete")
+    default = options_from(parser.parse_args(["a.py:1:1"]))
+    assert (default.threshold, default.cache) == (ServerOptions.threshold, ServerOptions.cache)
+    exact = options_from(parser.parse_args(["a.py:1:1", "--threshold", "none", "--cache", "none"]))
+    assert (exact.threshold, exact.cache) == (None, "none")
+    for bad in (["--threshold", "1.5"], ["--cache", "full"]):
+        try:
+            parser.parse_args(["a.py:1:1", *bad])
+        except SystemExit as e:
+            assert e.code == 2
+        else:
+            raise AssertionError(f"{bad} was accepted")
