@@ -17,7 +17,7 @@ from coda_train.eval.prompts import EOS_STRINGS, cut
 from coda_train.eval.sampler import DecodeSettings
 
 INSTALL_HINT = ("coda-eval lm-eval: lm-evaluation-harness is not installed; `pip install lm-eval` into this "
-                "environment, or use `coda-eval humaneval|mbpp|...`, which needs no extra packages")
+                "environment, or use `coda-eval run humaneval|mbpp|...`, which needs no extra packages")
 
 
 def coerce_setting(name: str, value):
