@@ -119,8 +119,8 @@ def drop_suffix_duplicate(text: str, ctx: PostContext) -> Optional[str]:
     return text
 
 
-def _unmatched(text: str) -> tuple[list[str], int]:
-    """(openers left open, closers with no opener) in `text`, skipping string literals."""
+def _scan(text: str) -> tuple[list[str], int, Optional[str]]:
+    """(openers left open, closers with no opener, quote left open) in `text`, skipping string literals."""
     stack: list[str] = []
     extra_closers = 0
     quote = None
@@ -143,24 +143,18 @@ def _unmatched(text: str) -> tuple[list[str], int]:
                 stack.pop()
             else:
                 extra_closers += 1
+    return stack, extra_closers, quote
+
+
+def _unmatched(text: str) -> tuple[list[str], int]:
+    """(openers left open, closers with no opener) in `text`, skipping string literals."""
+    stack, extra_closers, _ = _scan(text)
     return stack, extra_closers
 
 
 def _open_quote(text: str) -> Optional[str]:
     """The quote character left open at the end of `text` (one line), if any."""
-    quote = None
-    escaped = False
-    for ch in text:
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in QUOTES:
-            quote = ch
-    return quote
+    return _scan(text)[2]
 
 
 def balance_brackets(text: str, ctx: PostContext) -> Optional[str]:

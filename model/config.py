@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coda_model.errors import ModelLoadError
+from coda_model.errors import ModelLoadError, read_json_object
 
 
 @dataclass
@@ -81,12 +81,7 @@ class CodaConfig:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing: a CoDA model directory needs config.json (Hugging Face format)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"{path} is not valid JSON ({exc}): restore it from the original model download") from exc
-        if not isinstance(data, dict):
-            raise ModelLoadError(f"{path} must hold a JSON object: restore it from the original model download")
+        data = read_json_object(path)
         required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
         missing = [k for k in required if k not in data]
         if missing:

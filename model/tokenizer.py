@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from coda_model.errors import ModelLoadError
+from coda_model.errors import ModelLoadError, read_json_object
 
 # Qwen2's split pattern (same as tokenizers' Qwen2 conversion in transformers).
 QWEN2_PATTERN = (
@@ -88,8 +88,8 @@ class CodaTokenizer:
     def from_dir(cls, path: str | Path) -> "CodaTokenizer":
         path = Path(path)
         tok_json, vocab, merges = path / "tokenizer.json", path / "vocab.json", path / "merges.txt"
-        cfg = _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").exists() else {}
-        smap = _read_json(path / "special_tokens_map.json") if (path / "special_tokens_map.json").exists() else {}
+        cfg = read_json_object(path / "tokenizer_config.json") if (path / "tokenizer_config.json").exists() else {}
+        smap = read_json_object(path / "special_tokens_map.json") if (path / "special_tokens_map.json").exists() else {}
         if tok_json.is_file():
             try:
                 tok = Tokenizer.from_file(str(tok_json))
@@ -101,7 +101,7 @@ class CodaTokenizer:
             raise ModelLoadError(f"{path} has no tokenizer: add tokenizer.json (or vocab.json + merges.txt) from the model download")
         added = [(int(i), v) for i, v in cfg.get("added_tokens_decoder", {}).items()]
         if not added and (path / "added_tokens.json").exists():
-            added = [(i, {"content": c, "special": True}) for c, i in _read_json(path / "added_tokens.json").items()]
+            added = [(i, {"content": c, "special": True}) for c, i in read_json_object(path / "added_tokens.json").items()]
         for idx, spec in sorted(added):
             content = spec["content"]
             if tok.token_to_id(content) is None:
@@ -137,13 +137,3 @@ class CodaTokenizer:
         (path / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         smap = {"mask_token": self.mask_token, "pad_token": self.pad_token, "eos_token": self.eos_token}
         (path / "special_tokens_map.json").write_text(json.dumps(smap, indent=2) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc}): restore it from the model download") from exc
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object: restore it from the model download")
-    return data

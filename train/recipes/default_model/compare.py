@@ -142,11 +142,13 @@ def ar_fim_infill(loaded, prefix: str, suffix: str, budget: int) -> str:
     return tok.decode(gen)
 
 
-def diffusion_infill(loaded, engine, prefix: str, suffix: str, budget: int, steps: int, threshold) -> str:
+def diffusion_infill(loaded, engine, prefix: str, suffix: str, budget: int, steps: int, threshold,
+                     block_length=None, alg: str = "entropy") -> str:
     from coda_model.engine import DecodeConfig  # noqa: PLC0415
 
     tok = loaded.tokenizer
-    cfg = DecodeConfig(steps=min(steps, budget), alg="entropy", temperature=0.0, threshold=threshold, seed=0)
+    cfg = DecodeConfig(steps=min(steps, budget), alg=alg, temperature=0.0, threshold=threshold, seed=0,
+                       block_length=block_length)
     state = None
     for state in engine.infill(tok.encode(prefix), tok.encode(suffix), length=budget, config=cfg):
         pass
@@ -231,7 +233,8 @@ def infill(args, loaded) -> dict:
             if args.ar:
                 pred = ar_fim_infill(loaded, row["prompt"], row["suffix"], budget)
             else:
-                pred = diffusion_infill(loaded, engine, row["prompt"], row["suffix"], budget, args.steps, args.threshold)
+                pred = diffusion_infill(loaded, engine, row["prompt"], row["suffix"], budget, args.steps, args.threshold,
+                                        args.block_length, args.alg)
         pred = trim_at_suffix(pred, row["suffix"])
         ok = norm(pred) == norm(row["canonical_solution"])
         exact += ok
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--steps", type=int, default=64, help="max denoising steps per hole (diffusion)")
     ap.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
+    ap.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks (diffusion)")
+    ap.add_argument("--alg", default="entropy", help="unmasking order (diffusion)")
     ap.add_argument("--out", default="")
     ap.add_argument("--nll-samples", type=int, default=8, help="sigma samples per middle (diffusion ELBO)")
     ap.add_argument("--dtype", default="float32", help="float32 (default, for losses) or bfloat16 (as shipped)")
