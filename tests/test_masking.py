@@ -152,8 +152,9 @@ def test_fim_rows_have_psm_layout_and_keep_all_text():
         row = out[b].tolist()
         assert row[0] == IDS.fim_prefix
         i_s, i_m = row.index(IDS.fim_suffix), row.index(IDS.fim_middle)
-        p, s, m = row[1:i_s], row[i_s + 1:i_m], row[i_m + 1:]
-        assert p + m + s == list(range(37))  # the original text minus the 3 tokens cut to fit
+        p, s, m = row[1:i_s], row[i_s + 1:i_m], row[i_m + 1:-1]
+        assert row[-1] == IDS.eos  # the middle ends, so an AR+FIM model learns to stop
+        assert p + m + s == list(range(36))  # the original text minus the 4 tokens cut to fit
 
 
 def test_noise_is_a_function_of_the_generator_state():

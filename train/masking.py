@@ -72,16 +72,19 @@ def sample_sigma(batch: int, eps: float, gen: torch.Generator, device) -> torch.
 
 
 def fim_rows(x: torch.Tensor, rows: torch.Tensor, ids: SpecialIds, gen: torch.Generator) -> torch.Tensor:
-    """Rewrite selected rows as PSM FIM: <fim_prefix> p <fim_suffix> s <fim_middle> m, cut to L."""
+    """Rewrite selected rows as PSM FIM: <fim_prefix> p <fim_suffix> s <fim_middle> m <eos>, cut to L.
+
+    The eos after the middle is what teaches an AR+FIM model to end a hole (as StarCoder's
+    <|endoftext|> after the middle does); without it the decode runs to its token budget."""
     if ids.fim_prefix is None or ids.fim_middle is None or ids.fim_suffix is None:
         raise ValueError("FIM rows need <|fim_prefix|>, <|fim_middle|> and <|fim_suffix|> in the tokenizer")
     out = x.clone()
     L = x.shape[1]
     for b in torch.nonzero(rows).flatten().tolist():
-        cut = torch.sort(_randint(0, L - 3, (2,), gen, x.device)).values.tolist()
-        p, m, s = x[b, :cut[0]], x[b, cut[0]:cut[1]], x[b, cut[1]:L - 3]
+        cut = torch.sort(_randint(0, L - 4, (2,), gen, x.device)).values.tolist()
+        p, m, s = x[b, :cut[0]], x[b, cut[0]:cut[1]], x[b, cut[1]:L - 4]
         t = lambda i: x.new_tensor([i])  # noqa: E731
-        out[b] = torch.cat((t(ids.fim_prefix), p, t(ids.fim_suffix), s, t(ids.fim_middle), m))
+        out[b] = torch.cat((t(ids.fim_prefix), p, t(ids.fim_suffix), s, t(ids.fim_middle), m, t(ids.eos)))
     return out
 
 
