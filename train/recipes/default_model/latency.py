@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--length", type=int, default=32)
     ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--server-steps", type=int, default=16, help="the LSP's default `steps` (max forwards per hole)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
@@ -77,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(loaded)
     cases = cursors(Path(args.data), loaded.tokenizer, args.n, args.context)
     fast = DecodeConfig(steps=args.length, threshold=args.threshold, cache="dual", block_length=args.length)
+    # what coda-lsp runs by default: at most `steps` forwards, threshold 0.9, dual cache in 32-token blocks
+    server = DecodeConfig(steps=min(args.server_steps, args.length), threshold=args.threshold, cache="dual",
+                          block_length=32)
     measure(engine, cases[:2], args.length, fast)  # warm-up
     res = {"model": args.model, "dtype": str(loaded.dtype), "cases": len(cases), "context_tokens": args.context,
            "hole_tokens": args.length, "threads": args.threads,
            "threshold_dual_cache": measure(engine, cases, args.length, fast),
+           "server_defaults": measure(engine, cases, args.length, server),
            "exact_fixed_steps": measure(engine, cases[: max(3, len(cases) // 4)], args.length,
                                         DecodeConfig(steps=args.length)),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
