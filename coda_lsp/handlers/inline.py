@@ -6,12 +6,15 @@ editors with ghost text never run the model twice per keystroke.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from lsprotocol import types
 
 from coda_lsp.handlers.convert import pos_in, range_out
 from coda_lsp.service import CompletionResult
+
+log = logging.getLogger(__name__)
 
 
 async def run_completion(ls, uri: str, position: types.Position, invoked: bool) -> Optional[CompletionResult]:
@@ -21,7 +24,14 @@ async def run_completion(ls, uri: str, position: types.Position, invoked: bool) 
     if service.ready:
         ls.send_status("busy")
     try:
-        return await service.complete(uri, pos_in(position), invoked=invoked, on_partial=on_partial)
+        result = await service.complete(uri, pos_in(position), invoked=invoked, on_partial=on_partial)
+        if result is None:
+            log.debug("completion %s %d:%d invoked=%s: no result", uri, position.line, position.character, invoked)
+        else:
+            log.debug("completion %s %d:%d invoked=%s: %s %s hole, %d item(s) in %.0f ms (model %.0f ms) %r", uri,
+                      position.line, position.character, invoked, result.source, result.kind, len(result.items),
+                      1000 * result.total_s, 1000 * result.model_s, result.items[:1])
+        return result
     finally:
         if service.ready and service.scheduler.active == 0:
             ls.send_status("ready")

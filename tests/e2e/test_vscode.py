@@ -2,8 +2,9 @@
 driven in Debian's Chromium by playwright-core (vscode_driver.js).
 
 Random weights write garbage, so the checks are mechanical: the status bar reaches "CoDA: ready",
-ghost text appears after typing and changes while the server streams, Tab inserts exactly the
-ghost text on screen (read back from the saved file), and Fill Selection replaces the selected line.
+ghost text appears after typing and changes while the server streams, Esc hides it and asking again
+shows it again, Ctrl+Right accepts one word and Tab the rest, which together insert exactly the ghost
+text on screen (read back from the saved file), and Fill Selection replaces the selected line.
 A screenshot of the ghost text is kept (CODA_SCREENSHOT_DIR copies it out, e.g. to docs/).
 """
 
@@ -144,7 +145,14 @@ def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_
     assert len({squash(g) for g in ghosts}) >= 2, f"ghost text never changed while streaming: {ghosts}"
     assert shot.exists() and shot.stat().st_size > 10_000
 
-    # Tab inserted exactly the ghost text shown, at the end of the typed line
+    # Esc hid it; asking again showed the same text; Ctrl+Right took one word and left the rest as ghost text
+    assert res["ghost_count_after_escape"] == 0
+    assert squash(res["ghost_retriggered"]) == squash(res["ghost_final"]), (res["ghost_retriggered"], res["ghost_final"])
+    rest = squash(res["ghost_after_word"])
+    assert len(rest) < len(squash(res["ghost_final"])) and squash(res["ghost_final"]).endswith(rest), (
+        res["ghost_after_word"], res["ghost_final"])
+
+    # Ctrl+Right then Tab inserted exactly the ghost text shown, at the end of the typed line
     typed = SOURCE.split("\n")
     typed[LINE - 1] += TYPED
     before = "\n".join(typed)

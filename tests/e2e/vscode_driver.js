@@ -44,6 +44,25 @@ async function gotoLine(page, line) {
   await page.keyboard.press('Enter');
 }
 
+async function ghostText(page) {
+  return page.evaluate((sel) => Array.from(document.querySelectorAll(sel)).map((e) => e.textContent).join('\n'), GHOST);
+}
+
+async function viewLines(page) {
+  return page.locator('.monaco-editor .view-lines').first().textContent();
+}
+
+/** The ghost text has stopped changing for a second (the final item replaced the streamed partials). */
+async function ghostSettled(page) {
+  await page.waitForFunction(() => {
+    const g = window.__ghosts;
+    const n = g.length;
+    const now = Date.now();
+    if (window.__lastN !== n) { window.__lastN = n; window.__lastT = now; return false; }
+    return now - window.__lastT > 1000;
+  }, null, { polling: 100, timeout: 30000 });
+}
+
 /** Ctrl+S, then wait until the editor tab is no longer dirty (the file is on disk). */
 async function saveFile(page) {
   await page.locator('.tab.dirty').first().waitFor({ timeout: 15000 });
@@ -105,23 +124,40 @@ async function main() {
     }
     // the final item has arrived when the server is ready again and the ghost text stops changing
     await waitStatus(page, 'ready', 60000);
-    await page.waitForFunction(() => {
-      const g = window.__ghosts;
-      const n = g.length;
-      const now = Date.now();
-      if (window.__lastN !== n) { window.__lastN = n; window.__lastT = now; return false; }
-      return now - window.__lastT > 1000;
-    }, null, { polling: 100, timeout: 30000 });
+    await ghostSettled(page);
     result.ghosts = await page.evaluate(() => window.__ghosts);
-    result.ghost_final = await page.evaluate((sel) => Array.from(document.querySelectorAll(sel)).map((e) => e.textContent).join('\n'), GHOST);
+    result.ghost_final = await ghostText(page);
     log(`ghost ${JSON.stringify(result.ghost_final)} after ${result.ghosts.length} versions`);
     await page.screenshot({ path: shotPath });
 
-    const linesBefore = await page.locator('.monaco-editor .view-lines').first().textContent();
-    await page.keyboard.press('Tab');
-    await page.waitForFunction((b) => document.querySelector('.monaco-editor .view-lines').textContent !== b,
-      linesBefore, { polling: 50, timeout: 10000 }).catch(() => log('Tab changed nothing on screen'));
-    result.lines_after_tab = await page.locator('.monaco-editor .view-lines').first().textContent();
+    // Esc dismisses the ghost text; asking again shows the same suggestion (answered from the cache)
+    await page.keyboard.press('Escape');
+    await page.locator(GHOST).first().waitFor({ state: 'detached', timeout: 10000 })
+      .catch(() => log('Escape left the ghost text on screen'));
+    result.ghost_count_after_escape = await page.locator(GHOST).count();
+    await palette(page, 'Trigger Inline Suggestion');
+    await page.locator(GHOST).first().waitFor({ timeout: 30000 });
+    await ghostSettled(page);
+    result.ghost_retriggered = await ghostText(page);
+    log(`ghost again ${JSON.stringify(result.ghost_retriggered)}`);
+
+    // Ctrl+Right accepts the next word only (VS Code's inlineSuggest.acceptNextWord); the rest stays as ghost text
+    await page.keyboard.press('Control+ArrowRight');
+    await page.waitForFunction(([sel, g]) => Array.from(document.querySelectorAll(sel)).map((e) => e.textContent)
+      .join('\n') !== g, [GHOST, result.ghost_retriggered], { polling: 50, timeout: 10000 })
+      .catch(() => log('Ctrl+Right left the ghost text as it was'));
+    await page.waitForTimeout(300);
+    result.ghost_after_word = await ghostText(page);
+    log(`ghost after accepting a word ${JSON.stringify(result.ghost_after_word)}`);
+
+    // Tab accepts the rest
+    if (await page.locator(GHOST).count()) {
+      const linesWord = await viewLines(page);
+      await page.keyboard.press('Tab');
+      await page.waitForFunction((b) => document.querySelector('.monaco-editor .view-lines').textContent !== b,
+        linesWord, { polling: 50, timeout: 10000 }).catch(() => log('Tab changed nothing on screen'));
+    }
+    result.lines_after_tab = await viewLines(page);
     await page.keyboard.press('Escape');     // hide the next suggestion that appears after accepting
     await saveFile(page);
     result.file_after_accept = fs.readFileSync(process.env.CODA_PATH, 'utf8');

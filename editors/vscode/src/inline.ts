@@ -4,9 +4,9 @@
  * vscode-languageclient registers the InlineCompletionItemProvider (the server advertises
  * inlineCompletionProvider); this middleware sits in front of it. Without streaming it just forwards.
  * With streaming, one LSP request per (document version, position) is kept in flight; each
- * `coda/partialCompletion` for it is turned into ghost text by re-triggering VS Code's inline
- * suggestion, which calls the provider again and gets the latest partial text at once; the final
- * response replaces it. VS Code cancelling a provider call does not cancel the model run for the
+ * `coda/partialCompletion` for it is turned into ghost text by re-fetching VS Code's inline
+ * suggestion (`refetch`), which calls the provider again and gets the latest partial text at once;
+ * the final response replaces it. VS Code cancelling a provider call does not cancel the model run for the
  * same position (that would throw away the stream); a request for a new position does.
  */
 import * as vscode from 'vscode';
@@ -33,7 +33,24 @@ interface Flight {
   cts: vscode.CancellationTokenSource;
   partial?: { text: string; range: vscode.Range; step: number; steps: number };
   final?: vscode.InlineCompletionItem[];
+  finalServed?: boolean;
   waiters: Array<() => void>;
+}
+
+/** Re-ask after these delays (ms) until VS Code has fetched the final items: a trigger that lands while
+ * VS Code's fetch for the last partial is still running is merged into that fetch and shows the partial. */
+const FINAL_RETRIES_MS = [100, 300, 700, 1500];
+
+/**
+ * Make VS Code call the provider again at the same position. A plain `inlineSuggest.trigger` is not
+ * enough: once an explicit request's items are shown for this (position, version), VS Code treats them
+ * as satisfying every later trigger there and never asks again, so only the first partial would show.
+ * Hiding first drops those items; the provider answers at once from the stream, so nothing flickers
+ * for longer than a frame.
+ */
+async function refetch(): Promise<void> {
+  await vscode.commands.executeCommand('editor.action.inlineSuggest.hide');
+  await vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
 }
 
 export class InlineStreamer implements vscode.Disposable {
@@ -73,6 +90,7 @@ export class InlineStreamer implements vscode.Disposable {
       return null;
     }
     if (flight.final) {
+      flight.finalServed = true;
       return flight.final;
     }
     const p = flight.partial!;
@@ -91,6 +109,7 @@ export class InlineStreamer implements vscode.Disposable {
       const converted = await client.protocol2CodeConverter.asInlineCompletionResult(result ?? null);
       flight.final = converted === undefined ? [] : Array.isArray(converted) ? converted : converted.items;
       this.wake(flight, true);
+      this.ensureFinalShown(flight);
     }, () => {
       flight.final = [];
       this.wake(flight, false);
@@ -103,7 +122,17 @@ export class InlineStreamer implements vscode.Disposable {
     const waiters = flight.waiters.splice(0);
     waiters.forEach((w) => w());
     if (waiters.length === 0 && refresh && this.flight === flight && this.isAtCursor(flight)) {
-      void vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
+      void refetch();
+    }
+  }
+
+  private ensureFinalShown(flight: Flight): void {
+    for (const ms of FINAL_RETRIES_MS) {
+      setTimeout(() => {
+        if (!flight.finalServed && this.flight === flight && this.isAtCursor(flight)) {
+          void refetch();
+        }
+      }, ms);
     }
   }
 
