@@ -197,3 +197,29 @@ def test_vscode_bad_server_gives_one_clear_error_and_no_restart_loop(tmp_path, w
     else:
         assert "did not start" in message and "terminal" in message and "Restart Server" in message
         assert starts.read_text().count("start") == 1         # started once: no restart loop
+
+
+def test_vscode_restarts_a_server_that_crashes_later_once(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir):
+    """A server that dies after running a while is restarted after a back-off, and the status bar says so."""
+    starts = tmp_path / "starts.log"
+    flaky = tmp_path / "flaky-server"
+    # the first run is killed 20 s after it starts (the extension treats deaths in the first 15 s as a
+    # failed start); exec keeps the pid, so `kill $$` hits the real server
+    flaky.write_text(f"#!/bin/sh\necho start >> {starts}\n"
+                     f"if [ $(wc -l < {starts}) -eq 1 ]; then (sleep 20; kill -9 $$) & fi\n"
+                     f"exec {server_cmd[0]} \"$@\"\n")
+    flaky.chmod(0o755)
+    (workspace / "example.py").write_text(SOURCE)
+    result_file = tmp_path / "restart.json"
+    drv = run_in_code_server(tmp_path, workspace, editor_env,
+                             {"coda.serverPath": str(flaky), "coda.serverArgs": server_cmd[2:],
+                              "coda.modelPath": str(tiny_model_dir), "workbench.editor.restoreViewState": False},
+                             "vscode_bad_input.js", [str(result_file)], {"CODA_MODE": "restart"})
+    assert result_file.exists(), drv.stderr[-3000:]
+    res = json.loads(result_file.read_text())
+    assert drv.returncode == 0 and not res.get("error"), f"{res.get('error')}\n{res.get('events')}"
+    statuses = [s.split("CoDA: ", 1)[-1] for s in res["statuses"]]
+    first_ready = statuses.index("ready")
+    assert "ready" in statuses[first_ready + 1:] and any(s != "ready" for s in statuses[first_ready + 1:]), statuses
+    assert starts.read_text().count("start") == 2       # restarted once, not looping
+    assert not [m for m in res["messages"] if m.startswith("CoDA: ")], res["messages"]   # no error toast

@@ -1,6 +1,7 @@
 // Bad-input paths of the VS Code extension in code-server, for tests/e2e/test_vscode.py: with
 // coda.serverPath pointing nowhere, or at a program that exits at once, wait for the extension's
 // error notification and the status bar's "CoDA: error", and record every CoDA notification.
+// With CODA_MODE=restart the server runs, then dies: record the status bar until it is ready again.
 //   node tests/e2e/vscode_bad_input.js URL RESULT_JSON     env: CODA_EXPECT (regexp of the message)
 'use strict';
 const fs = require('fs');
@@ -21,6 +22,25 @@ async function messages(page) {
   return (await page.locator(MESSAGE).allTextContents()).filter((t) => t.includes('CoDA'));
 }
 
+/** Every distinct "CoDA: ..." status bar text until the server was ready, stopped, and is ready again. */
+async function watchRestart(page) {
+  result.statuses = [];
+  const deadline = Date.now() + 150000;
+  let readyTimes = 0;
+  while (Date.now() < deadline && readyTimes < 2) {
+    const text = (await page.locator('.statusbar-item:has-text("CoDA")').first().textContent({ timeout: 5000 })
+      .catch(() => '')).trim();
+    if (text && text !== result.statuses.at(-1)) {
+      result.statuses.push(text);
+      log(`status ${text}`);
+      if (text.endsWith('CoDA: ready')) readyTimes += 1;
+    }
+    await page.waitForTimeout(100);
+  }
+  result.messages = await messages(page);
+  if (readyTimes < 2) throw new Error(`not ready again after the crash: ${JSON.stringify(result.statuses)}`);
+}
+
 async function main() {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'chr-'));
   let ctx;
@@ -35,6 +55,10 @@ async function main() {
     await page.goto(url);
     await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
     log('workbench');
+    if (process.env.CODA_MODE === 'restart') {
+      await watchRestart(page);
+      return;
+    }
     await page.locator('.statusbar-item:has-text("CoDA: error")').first().waitFor({ timeout: 90000 });
     await page.keyboard.press('Control+Shift+P');
     await page.locator('.quick-input-widget input').waitFor({ timeout: 10000 });
