@@ -11,6 +11,7 @@ only `generate_until` tasks are supported; loglikelihood requests raise a clear 
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from coda_train.eval.prompts import EOS_STRINGS, cut
@@ -36,8 +37,10 @@ def coerce_setting(name: str, value):
     return value
 
 
+@functools.cache
 def _model_class():
-    """Build and register the LM subclass (needs lm_eval)."""
+    """Build and register the LM subclass (needs lm_eval); once per process (lm-eval refuses a second
+    registration under the same name)."""
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
 
