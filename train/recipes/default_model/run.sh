@@ -2,14 +2,16 @@
 # Reproduce the embedded default model (coda_model/default_model) from scratch on a CPU.
 #
 #   bash train/recipes/default_model/run.sh            # data -> tokenizer -> AR warm-up -> adapt ->
-#                                                     # diffusion pre-train -> mid-train -> export
+#                                                     # diffusion pre-train -> mid-train -> longer
+#                                                     # mid-train -> export
 #   COMPARE=1 bash train/recipes/default_model/run.sh  # also the two rivals at equal diffusion tokens:
 #                                                     # diffusion from scratch, and AR+FIM (same rows)
 #
 # Every training stage checkpoints every 50 steps and this script passes --resume, so running it
 # again after an interruption continues where it stopped. Raw data, shards and checkpoints go to
 # data/default_model and runs/default_model (both gitignored). Wall time on a shared 2-core CPU:
-# ~2 min data + ~45 min training (see model/default_model/MODEL_CARD.md for the measured numbers).
+# ~2 min data + ~45 min training for stages 1-4 (busy CPU) + ~70 min for stage 5 (one idle core);
+# see model/default_model/MODEL_CARD.md for the measured numbers.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
@@ -35,17 +37,19 @@ for split in train heldout; do
   "$CT" data --tokenizer $R/tokenizer --out $D/shards/$split $D/$split.jsonl
 done
 
-stage "1/4 AR warm-up (causal, 50% FIM rows)"
+stage "1/5 AR warm-up (causal, 50% FIM rows)"
 train pretrain $C/ar_warmup.toml $R/ar
 "$CT" export $R/ar --out $R/ar_hf
-stage "2/4 adapt: AR -> CoDA (bidirectional, mask row kept)"
+stage "2/5 adapt: AR -> CoDA (bidirectional, mask row kept)"
 [ -f $R/adapted/config.json ] || "$CT" adapt --from $R/ar_hf --out $R/adapted
-stage "3/4 diffusion pre-training"
+stage "3/5 diffusion pre-training"
 train pretrain $C/diffusion_pretrain.toml $R/diffusion_pre
-stage "4/4 diffusion mid-training with the curriculum"
+stage "4/5 diffusion mid-training with the curriculum"
 train midtrain $C/diffusion_midtrain.toml $R/diffusion_mid
+stage "5/5 longer mid-training on the last curriculum mixture (~70 min on one idle core)"
+train midtrain $C/diffusion_long.toml $R/diffusion_long
 stage "export -> $OUT (bf16)"
-"$CT" export $R/diffusion_mid --out "$OUT" --dtype bfloat16
+"$CT" export $R/diffusion_long --out "$OUT" --dtype bfloat16
 
 if [ "${COMPARE:-0}" = "1" ]; then
   SHAPE=(--set model.init=random --set model.tokenizer=$R/tokenizer --set model.hidden_size=256
