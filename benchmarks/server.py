@@ -49,35 +49,32 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bench_reparse(text: str, n: int = 300) -> dict:
-    from tree_sitter import Point
-
+    """One-character edits at random line ends of a 2k-line file. A keystroke (didChange) applies the
+    text and edits the old tree; the incremental parse is deferred to the next use of the tree (the
+    next completion's context), so each is timed on its own."""
     from coda_lsp.documents import Document, Pos, TextChange
     doc = Document("file:///bench/widgets.py", text, 1, "python")
+    assert doc.tree is not None
     rng = random.Random(0)
-    apply_ms, parse_ms, parse_cpu_ms = [], [], []
+    key_ms, key_cpu, parse_ms, parse_cpu = [], [], [], []
     for v in range(n):
         line = rng.randrange(10, doc.line_count - 10)
         col = len(doc.line_text(line))
-        t0 = time.perf_counter()
-        doc.apply_changes([TextChange("x", Pos(line, col), Pos(line, col))], v + 2)
-        apply_ms.append((time.perf_counter() - t0) * 1e3)
-        # the bare incremental parse, on a copy of the tree edited the same way
-        data = doc.text.encode()
-        old = doc.tree.copy() if hasattr(doc.tree, "copy") else doc.tree
-        b = doc.byte_offset(doc.line_starts[line] + col)
-        old.edit(start_byte=b, old_end_byte=b, new_end_byte=b, start_point=Point(line, col),
-                 old_end_point=Point(line, col), new_end_point=Point(line, col))
         t0, c0 = time.perf_counter(), time.thread_time()
-        doc.parser.parse(data, old)
+        doc.apply_changes([TextChange("x", Pos(line, col), Pos(line, col))], v + 2)
+        key_ms.append((time.perf_counter() - t0) * 1e3)
+        key_cpu.append((time.thread_time() - c0) * 1e3)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        assert doc.tree is not None          # the deferred incremental parse
         parse_ms.append((time.perf_counter() - t0) * 1e3)
-        parse_cpu_ms.append((time.thread_time() - c0) * 1e3)
+        parse_cpu.append((time.thread_time() - c0) * 1e3)
     t0 = time.perf_counter()
     doc.parser.parse(doc.text.encode())
     full = (time.perf_counter() - t0) * 1e3
+    p = lambda xs: {"p50": pct(xs, 50), "p95": pct(xs, 95)}  # noqa: E731
     return {"lines": doc.line_count, "bytes": len(text.encode()), "edits": n,
-            "apply_change_ms": {"p50": pct(apply_ms, 50), "p95": pct(apply_ms, 95)},
-            "incremental_parse_ms": {"p50": pct(parse_ms, 50), "p95": pct(parse_ms, 95)},
-            "incremental_parse_cpu_ms": {"p50": pct(parse_cpu_ms, 50), "p95": pct(parse_cpu_ms, 95)},
+            "keystroke_ms": p(key_ms), "keystroke_cpu_ms": p(key_cpu),
+            "incremental_parse_ms": p(parse_ms), "incremental_parse_cpu_ms": p(parse_cpu),
             "full_parse_ms": full}
 
 
@@ -146,13 +143,15 @@ def main(argv=None) -> int:
               "overhead": overhead, "reparse": reparse,
               "targets": {"overhead_p95_ms": 5.0, "reparse_ms": 1.0},
               "meets_targets_wall": {"overhead": overhead["overhead_ms"]["p95"] <= 5.0,
+                                     "keystroke": reparse["keystroke_ms"]["p95"] <= 1.0,
                                      "reparse": reparse["incremental_parse_ms"]["p50"] <= 1.0},
               "meets_targets_cpu": {"overhead": overhead["overhead_cpu_ms"]["p95"] <= 5.0,
+                                    "keystroke": reparse["keystroke_cpu_ms"]["p95"] <= 1.0,
                                     "reparse": reparse["incremental_parse_cpu_ms"]["p50"] <= 1.0}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"overhead_ms": overhead["overhead_ms"], "overhead_cpu_ms": overhead["overhead_cpu_ms"], "reparse": {k: reparse[k] for k in
-                      ("apply_change_ms", "incremental_parse_ms", "incremental_parse_cpu_ms", "full_parse_ms")}, "parts": {k: v for k, v in overhead["overhead_parts_ms"].items()}}, indent=1))
+                      ("keystroke_ms", "incremental_parse_ms", "incremental_parse_cpu_ms", "full_parse_ms")}, "parts": {k: v for k, v in overhead["overhead_parts_ms"].items()}}, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -91,13 +91,25 @@ class Document:
         self.version = version
         self.text = ""
         self.line_starts: list[int] = [0]
-        self.tree = None
+        self._tree = None
+        self._stale: Optional[bool] = None  # None: the tree is current; else a parse is due (True: incremental)
         self.parser = None
         self.binary = False
         self.last_edit_offset = 0          # where the user last typed (for extra-context snippets)
         self.edited_at = time.monotonic()  # recency, most recently edited documents come first
         self._set_text(text)
-        self._parse(incremental=False)
+        self._stale = False
+
+    @property
+    def tree(self):
+        """The syntax tree (None for binary, huge or unknown-language documents), parsed on first use
+        after a change. Keystrokes only edit the old tree (microseconds); the parse, a few ms with
+        tree-sitter-python on a 2k-line file, runs once when a completion needs the context, so a
+        burst of typing under the debounce costs one parse, not one per character."""
+        if self._stale is not None:
+            incremental, self._stale = self._stale, None
+            self._parse(incremental)
+        return self._tree
 
     # --- positions ---------------------------------------------------------------------------------
     @property
@@ -155,7 +167,7 @@ class Document:
     # --- edits -------------------------------------------------------------------------------------
     def apply_changes(self, changes: Iterable[TextChange], version: Optional[int] = None) -> None:
         """Apply didChange content changes in order, then reparse once (incrementally)."""
-        incremental = True
+        incremental = self._stale is not False   # a full-text change since the last parse stays full
         for change in changes:
             if change.start is None or change.end is None:
                 self._set_text(change.text)
@@ -164,14 +176,14 @@ class Document:
             start, end = self.offset_at(change.start), self.offset_at(change.end)
             if end < start:
                 start, end = end, start
-            if self.tree is not None and incremental:
+            if self._tree is not None and incremental:
                 self._edit_tree(start, end, change.text)
             self._set_text(self.text[:start] + change.text + self.text[end:], start)
             self.last_edit_offset = start + len(change.text)
         if version is not None:
             self.version = version
         self.edited_at = time.monotonic()
-        self._parse(incremental)
+        self._stale = incremental
 
     def _edit_tree(self, start: int, end: int, new_text: str) -> None:
         from tree_sitter import Point
@@ -183,7 +195,7 @@ class Document:
             new_end_pt = (start_pt[0] + nl, len(new_text[new_text.rfind("\n") + 1:].encode("utf-8", "surrogatepass")))
         else:
             new_end_pt = (start_pt[0], start_pt[1] + len(new_bytes))
-        self.tree.edit(start_byte=start_byte, old_end_byte=old_end_byte, new_end_byte=start_byte + len(new_bytes),
+        self._tree.edit(start_byte=start_byte, old_end_byte=old_end_byte, new_end_byte=start_byte + len(new_bytes),
                        start_point=Point(*start_pt), old_end_point=Point(*old_end_pt), new_end_point=Point(*new_end_pt))
 
     def _set_text(self, text: str, changed_from: int = 0) -> None:
@@ -202,7 +214,7 @@ class Document:
 
     def _parse(self, incremental: bool) -> None:
         if self.binary or len(self.text) > MAX_PARSE_CHARS:
-            self.tree = None
+            self._tree = None
             return
         if self.parser is None:
             self.parser = new_parser(self.language)
@@ -210,10 +222,10 @@ class Document:
                 return
             incremental = False
         data = self.text.encode("utf-8", "surrogatepass")
-        if incremental and self.tree is not None:
-            self.tree = self.parser.parse(data, self.tree)
+        if incremental and self._tree is not None:
+            self._tree = self.parser.parse(data, self._tree)
         else:
-            self.tree = self.parser.parse(data)
+            self._tree = self.parser.parse(data)
 
 
 class DocumentStore:

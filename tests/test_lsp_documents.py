@@ -67,6 +67,25 @@ def test_incremental_tree_matches_a_fresh_parse_after_random_edits():
         assert str(doc.tree.root_node) == str(fresh.tree.root_node)
 
 
+def test_keystrokes_defer_the_parse_and_a_burst_parses_once_incrementally():
+    rng = random.Random(1)
+    doc = Document("file:///a.py", "def f(x):\n    return x\n\n\nclass A:\n    pass\n", 1, "python")
+    first = doc.tree
+    for burst in range(10):
+        for v in range(rng.randrange(1, 6)):      # typing under the debounce: no parse per keystroke
+            line = rng.randrange(doc.line_count)
+            col = rng.randrange(utf16_len(doc.line_text(line)) + 1)
+            edit(doc, line, col, line, col, rng.choice(["y", "(", ")", "\n", ": ", "é"]), burst * 10 + v)
+            assert doc._stale is True
+        if burst == 4:                              # a full-text change inside a burst forces a full parse
+            doc.apply_changes([TextChange(doc.text + "z = 1\n")], 999)
+            assert doc._stale is False
+        tree = doc.tree
+        assert doc._stale is None and tree is not first
+        assert str(tree.root_node) == str(Document("file:///b.py", doc.text, 0, "python").tree.root_node)
+        first = tree
+
+
 def test_byte_and_index_round_trip_on_non_ascii_text():
     doc = Document("file:///a.py", "a = '😀'\nb = '中文'\n", 1, "python")
     for i in range(len(doc.text) + 1):

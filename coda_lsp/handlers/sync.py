@@ -6,6 +6,7 @@ import logging
 
 from lsprotocol import types
 
+from coda_lsp.documents import MAX_PARSE_CHARS
 from coda_lsp.handlers.convert import change_in
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ def register(server) -> None:
         doc = ls.service.docs.open(d.uri, d.text, d.version, d.language_id)
         if doc.binary:
             log.warning("%s looks binary (NUL bytes): no completions for it", d.uri)
-        elif doc.tree is None and len(doc.text) > 1_000_000:
+        elif len(doc.text) > MAX_PARSE_CHARS:
             log.info("%s is large (%d chars): line-based context, no syntax tree", d.uri, len(doc.text))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
