@@ -178,7 +178,7 @@ class Document:
                 start, end = end, start
             if self._tree is not None and incremental:
                 self._edit_tree(start, end, change.text)
-            self._set_text(self.text[:start] + change.text + self.text[end:], start)
+            self._set_text(self.text[:start] + change.text + self.text[end:], (start, end, start + len(change.text)))
             self.last_edit_offset = start + len(change.text)
         if version is not None:
             self.version = version
@@ -198,16 +198,30 @@ class Document:
         self._tree.edit(start_byte=start_byte, old_end_byte=old_end_byte, new_end_byte=start_byte + len(new_bytes),
                        start_point=Point(*start_pt), old_end_point=Point(*old_end_pt), new_end_point=Point(*new_end_pt))
 
-    def _set_text(self, text: str, changed_from: int = 0) -> None:
-        """Replace the text and recompute line starts from the first changed line on."""
+    def _set_text(self, text: str, edit: Optional[tuple[int, int, int]] = None) -> None:
+        """Replace the text. `edit` = (start, old_end, new_end) of an incremental change: line starts
+        are rescanned only around it and shifted after it, so a keystroke at the top of a 50 MB file
+        does not rescan the whole file."""
+        if edit is None:
+            starts = [0]
+            starts.extend(m.end() for m in _EOL.finditer(text))
+            self._ascii = text.isascii()
+        else:
+            start, old_end, new_end = edit
+            old = self.line_starts
+            keep = max(0, bisect.bisect_right(old, max(0, start - 1)) - 1)   # a \r before start may pair with a new \n
+            starts = old[:keep + 1]
+            # starts up to new_end + 2 depend on changed text (or a \r\n straddling its end); later ones
+            # are the old ones shifted, since the two characters that decide them did not change
+            limit = new_end + 2
+            starts.extend(e for e in (m.end() for m in _EOL.finditer(text, starts[-1], min(len(text), limit + 1)))
+                          if e <= limit)
+            delta = new_end - old_end
+            tail = old[bisect.bisect_right(old, old_end + 2):]
+            starts.extend(map(delta.__add__, tail) if delta else tail)
+            self._ascii = self._ascii and text[start:new_end].isascii()   # False is only a slower path
         self.text = text
-        keep = bisect.bisect_right(self.line_starts, max(0, changed_from - 1)) - 1
-        keep = max(0, keep)
-        starts = self.line_starts[:keep + 1] if changed_from > 0 else [0]
-        scan_from = starts[-1]
-        starts.extend(m.end() for m in _EOL.finditer(text, scan_from))
         self.line_starts = starts
-        self._ascii = text.isascii()
         self.cache: dict[str, object] = {}   # derived facts (indent unit, ...) valid until the next change
         self._line_bytes: Optional[list[int]] = None
         self.binary = "\x00" in text[:8192]

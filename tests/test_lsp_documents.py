@@ -117,3 +117,18 @@ def test_utf8_and_utf32_position_encodings_when_negotiated():
     d32 = Document("file:///a.py", text, 1, "python", encoding="utf-32")
     assert d8.offset_at(Pos(0, 9)) == text.index("中") and d8.position_at(text.index("'", 5)) == Pos(0, 12)
     assert d32.offset_at(Pos(0, 6)) == text.index("中")
+
+
+def test_line_starts_after_random_edits_equal_a_fresh_scan_with_mixed_line_endings():
+    rng = random.Random(7)
+    doc = Document("file:///m.txt", "a\r\nb\rc\nd\r\n\r\ne", 1, "")
+    pieces = ["\r", "\n", "\r\n", "x", "é", "", "\r\r\n", "yz\n"]
+    for v in range(400):
+        n = len(doc.text)
+        a = rng.randrange(n + 1)
+        b = min(n, a + rng.choice([0, 0, 1, 2, 3]))
+        start, end = doc.position_at(a), doc.position_at(b)
+        doc.apply_changes([TextChange(rng.choice(pieces), start, end)], v + 2)
+        fresh = Document("file:///f.txt", doc.text, 0, "")
+        assert doc.line_starts == fresh.line_starts, (v, repr(doc.text))
+        assert doc._ascii is False or doc.text.isascii()
