@@ -143,3 +143,21 @@ def test_cli_builds_a_tokenizer_and_shards(tmp_path, capsys):
     assert main(["data", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "e"),
                  str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_hf_source_reads_a_local_datasets_directory_like_jsonl(tok, tmp_path):
+    pytest.importorskip("datasets", reason="hf: sources need `datasets` (installed by the all extra)")
+    src = tmp_path / "ds"
+    (src / "data").mkdir(parents=True)
+    rows = [{"text": f"def f{i}(x):\n    return x + {i}\n"} for i in range(5)]
+    (src / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = list(data_mod.iter_documents([f"hf:{src}:train"]))
+    assert [d.text for d in docs] == [r["text"] for r in rows]
+    index = write_shards([f"hf:{src}"], tok, tmp_path / "shards", progress=False)
+    assert index["complete"]
+    store = TokenStore([str(tmp_path / "shards")])
+    assert len(store.doc_ends) == 5
+    t = CodaTokenizer.from_dir(tok)
+    assert t.decode(store.slice(0, int(store.doc_ends[0]) - 1).tolist(), skip_special_tokens=False) == rows[0]["text"]
+    with pytest.raises(Exception, match="nosuchsplit|Unknown split|split"):
+        list(data_mod.iter_documents([f"hf:{src}:nosuchsplit"]))
