@@ -207,3 +207,17 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert main(["pretrain", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run.stepz" in err
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager_and_saves_loadable_checkpoints(assets, tmp_path):
+    root, tok, text, _ = assets
+    kw = dict(run={"steps": 2, "batch_size": 4, "save_every": 2})
+    train(tiny_config(tok, text, tmp_path / "eager", **kw))
+    train(tiny_config(tok, text, tmp_path / "compiled", model={"compile": True}, **kw))
+    eager, compiled = read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled")
+    assert compiled[0]["loss"] == pytest.approx(eager[0]["loss"], rel=1e-4)
+    ckpt = list_checkpoints(tmp_path / "compiled")[-1]
+    keys = load_file(ckpt / "model.safetensors").keys()
+    assert not [k for k in keys if "_orig_mod" in k]              # saved under the real CoDA names
+    assert load_model(ckpt, device="cpu", dtype="float32").config.vocab_size > 0

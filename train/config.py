@@ -44,7 +44,7 @@ class ModelConfig:
     init_std: float = 0.02  # random init: N(0, std)
     dtype: str = "float32"  # parameter dtype: float32 | bfloat16 (the TPU runs were pure bf16)
     gradient_checkpointing: bool = False  # recompute each decoder layer in backward (saves activation memory)
-    compile: bool = False  # torch.compile the model (GPU)
+    compile: bool = False  # torch.compile the model (for GPUs; also runs on CPU, tested against eager)
 
 
 @dataclass
