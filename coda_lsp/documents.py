@@ -14,6 +14,7 @@ parsed. Nothing here imports pygls.
 from __future__ import annotations
 
 import bisect
+import copy
 import logging
 import re
 import time
@@ -184,6 +185,17 @@ class Document:
             self.version = version
         self.edited_at = time.monotonic()
         self._stale = incremental
+
+    def fork(self, start: int, end: int, new_text: str) -> "Document":
+        """A detached copy with [start, end) replaced, this document untouched: the text as it will
+        be if the user accepts a completion. The tree is copied and edited, so the copy's parse is
+        incremental (milliseconds) rather than a full parse."""
+        tree = self.tree
+        twin = copy.copy(self)
+        twin._tree = tree.copy() if tree is not None else None
+        twin.apply_changes([TextChange(new_text, self.position_at(start), self.position_at(end))])
+        twin.version = self.version
+        return twin
 
     def _edit_tree(self, start: int, end: int, new_text: str) -> None:
         from tree_sitter import Point

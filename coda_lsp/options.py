@@ -1,7 +1,7 @@
 """Server settings: one dataclass, parsed leniently from `initializationOptions` / didChangeConfiguration.
 
 The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
-algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming. A bad
+algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming, speculate. A bad
 value never stops the server: it keeps the previous value and the problem is reported as one
 warning line (shown to the user by the server).
 """
@@ -32,6 +32,7 @@ class ServerOptions:
     context_tokens: int = 1024           # budget for prefix + suffix + extra context
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
     streaming: bool = False              # send coda/partialCompletion notifications
+    speculate: bool = True               # after a completion, compute the one that follows accepting it
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -102,7 +103,7 @@ KEYS = {
     "algorithm": ("algorithm", _choice(ALGORITHMS)), "temperature": ("temperature", _temperature),
     "threshold": ("threshold", _threshold), "debounceMs": ("debounce_ms", _non_negative_int),
     "contextTokens": ("context_tokens", _positive_int), "enabledLanguages": ("enabled_languages", _languages),
-    "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)),
+    "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)), "speculate": ("speculate", _bool),
 }
 assert {f for f, _ in KEYS.values()} == {f.name for f in fields(ServerOptions)}
 

@@ -47,19 +47,26 @@ class Scheduler:
 
     def ticket(self, key: str) -> Ticket:
         """Register a new request for `key`, superseding the previous one (cancel-previous)."""
+        self.supersede(key)
+        self._latest[key] = t = Ticket(key)
+        return t
+
+    def supersede(self, key: str) -> None:
+        """Stop the request registered under `key`, if any, within one step."""
         old = self._latest.get(key)
         if old is not None:
             old.superseded.set()
-        self._latest[key] = t = Ticket(key)
-        return t
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking model-side work on the worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def run(self, ticket: Ticket, make_job: Callable[[], StepJob], on_step: Callable[[Any], None],
-                  debounce_ms: int = 0, abort: Optional[Callable[[], bool]] = None) -> Optional[StepJob]:
+                  debounce_ms: int = 0, abort: Optional[Callable[[], bool]] = None,
+                  background: bool = False) -> Optional[StepJob]:
         """Debounce, wait for the model, then step the job; None if superseded (or `abort()`) meanwhile.
+
+        `background` jobs (speculation) are not counted in `active`, which drives the busy status.
 
         `asyncio.CancelledError` ($/cancelRequest) propagates from the await of the running step.
         """
@@ -70,7 +77,7 @@ class Scheduler:
         async with self._lock:
             if ticket.stale or (abort is not None and abort()):
                 return None
-            self.active += 1
+            self.active += not background
             try:
                 job = await self.call(make_job)
                 while not job.done:
@@ -80,7 +87,7 @@ class Scheduler:
                     on_step(partial)
                 return job
             finally:
-                self.active -= 1
+                self.active -= not background
                 if self._latest.get(ticket.key) is ticket:
                     del self._latest[ticket.key]
 

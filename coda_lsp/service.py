@@ -3,6 +3,9 @@
 `CompletionService` is what the protocol handlers call. It owns the open documents, the model
 (loaded in the background: `load()`), the scheduler and the caches, and turns "complete at this
 position" / "fill this range" into items (text + replace range) and per-step `PartialEvent`s.
+After each completion it speculates, as llama.vim and Tabby do: it computes in the background the
+completion that follows accepting the first item, so the request that comes after Tab is answered
+from the result cache (or joins the speculation still running) instead of waiting for the model.
 torch and the engine are imported only inside `load_engine`, on the worker thread, so the server
 answers `initialize` before torch is even imported.
 """
@@ -92,7 +95,7 @@ class CompletionResult:
     start: Pos                  # replace range of every item
     end: Pos
     items: list[str]
-    source: str = "model"       # "model" | "type-through" | "cache"
+    source: str = "model"       # "model" | "type-through" | "cache" | "speculation" (joined a speculative run)
     kind: str = "line"
     model_s: float = 0.0        # time spent in model steps (for the overhead benchmark)
     total_s: float = 0.0
@@ -194,6 +197,8 @@ class CompletionService:
     model: Optional[LoadedEngine] = None
     state: str = "loading"                  # loading | ready | error
     message: str = ""
+    speculations: dict[str, "asyncio.Future[Optional[list[str]]]"] = field(default_factory=dict)  # by result key
+    background: set = field(default_factory=set)   # running speculation tasks (kept referenced)
 
     # --- model ---------------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -250,6 +255,10 @@ class CompletionService:
             result.total_s = time.perf_counter() - t0
             result.context_s = context_s
             result.cpu_s += time.thread_time() - c0
+            if result.items and self.options.speculate:
+                task = asyncio.ensure_future(self._speculate(doc, result.version, ctx, result.items[0]))
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
         return result
 
     async def fill(self, uri: str, start: Pos, end: Pos, *,
@@ -282,12 +291,17 @@ class CompletionService:
                 text = text.split("\n", 1)[0] if ctx.single_line else text
                 on_partial(PartialEvent(uri, version, start, end, text, p[1], p[2], p[3], False))
 
-        o = self.options
-        cache_key = ResultCache.key(ctx.extra, ctx.prefix, ctx.suffix, ctx.kind, ctx.length, num_candidates,
-                                    o.model_path, o.steps, o.algorithm, o.temperature, o.threshold, budget)
+        cache_key = self._result_key(ctx, num_candidates)
         texts = self.result_cache.get(cache_key)
         job: Optional[InfillJob] = None
+        source = "cache"
+        if texts is None and cache_key in self.speculations:   # computed ahead for exactly this hole: join it
+            texts = await asyncio.shield(self.speculations[cache_key])
+            source = "speculation"
+            if ticket.stale:
+                return None
         if texts is None:
+            self.scheduler.supersede(f"speculate:{uri}")   # a real request goes first
             def stale() -> bool:   # the document changed or closed: this hole no longer exists
                 current = self.docs.get(uri)
                 return current is None or current.version != version
@@ -304,9 +318,57 @@ class CompletionService:
         if on_partial is not None:
             steps = job.num_steps if job else 0
             on_partial(PartialEvent(uri, version, start, end, items[0] if items else "", steps, steps, 0, True))
-        return CompletionResult(uri, version, start, end, items, source="model" if job else "cache", kind=ctx.kind,
+        return CompletionResult(uri, version, start, end, items, source="model" if job else source, kind=ctx.kind,
                                 model_s=job.model_s if job else 0.0, prepare_s=job.prepare_s if job else 0.0,
                                 post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0)
+
+    def _result_key(self, ctx: CompletionContext, num_candidates: int) -> str:
+        """The exact model input and decode settings: equal keys give equal items."""
+        o = self.options
+        return ResultCache.key(ctx.extra, ctx.prefix, ctx.suffix, ctx.kind, ctx.length, num_candidates,
+                               o.model_path, o.steps, o.algorithm, o.temperature, o.threshold, o.cache,
+                               o.context_tokens)
+
+    async def _speculate(self, doc: Document, version: int, ctx: CompletionContext, item: str) -> None:
+        """Compute, on the idle worker, the completion at the end of `item` in the text where it was accepted.
+
+        Starts after the response has gone out. The context is built on the event loop like every
+        request's, from a fork of the document (an incremental parse). The run yields to any real
+        request (superseded within one step) and stops when the document moves away from both the
+        text it saw and the accepted text.
+        """
+        await asyncio.sleep(0)
+        uri = doc.uri
+        if self.docs.get(uri) is not doc or doc.version != version or not self.ready:
+            return
+        seen = doc.text
+        accepted = doc.fork(ctx.start, ctx.end, item)
+        spec_ctx = self.context(accepted, ctx.start + len(item))
+        key = self._result_key(spec_ctx, 1)
+        if key in self.speculations or self.result_cache.get(key) is not None:
+            return
+        ticket = self.scheduler.ticket(f"speculate:{uri}")
+        lm, opts = self.model, self.options
+
+        def diverged() -> bool:
+            current = self.docs.get(uri)
+            return current is None or (current.text != seen and current.text != accepted.text)
+
+        done: asyncio.Future[Optional[list[str]]] = asyncio.get_running_loop().create_future()
+        self.speculations[key] = done
+        texts = None
+        try:
+            job = await self.scheduler.run(ticket, lambda: InfillJob(lm, spec_ctx, opts, 1, opts.context_tokens),
+                                           lambda _partial: None, 0, abort=diverged, background=True)
+            if job is not None:
+                texts = job.texts()
+                self.result_cache.put(key, texts)
+                log.debug("speculated the completion after accepting %r: %r", item[:40], texts[:1])
+        except Exception:   # a background run never surfaces; the real request computes it again
+            log.exception("speculative completion failed")
+        finally:
+            del self.speculations[key]
+            done.set_result(texts)
 
     def shutdown(self) -> None:
         self.scheduler.shutdown()

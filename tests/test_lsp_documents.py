@@ -86,6 +86,22 @@ def test_keystrokes_defer_the_parse_and_a_burst_parses_once_incrementally():
         first = tree
 
 
+def test_fork_applies_one_edit_to_a_copy_and_leaves_the_document_untouched():
+    text = "import os\n\ndef f(x):\n    y = \n    return [x, '中', y]\n"
+    doc = Document("file:///a.py", text, 7, "python")
+    before_tree, before_lines = str(doc.tree.root_node), list(doc.line_starts)
+    at = text.index("y = ") + 4
+    twin = doc.fork(at, at, "x * 2  # 😀\n    z = (x,\n         y)")
+    assert twin.text == text[:at] + "x * 2  # 😀\n    z = (x,\n         y)" + text[at:]
+    assert twin.version == 7 and twin.uri == doc.uri and twin.language == "python"
+    assert doc.text == text and doc.line_starts == before_lines and str(doc.tree.root_node) == before_tree
+    fresh = Document("file:///b.py", twin.text, 0, "python")
+    assert twin.line_starts == fresh.line_starts
+    assert str(twin.tree.root_node) == str(fresh.tree.root_node) != before_tree
+    replaced = doc.fork(text.index("[x"), text.index("]\n") + 1, "x")   # a replace, as accepting a rest-of-line item
+    assert replaced.text.endswith("    return x\n") and doc.text == text
+
+
 def test_byte_and_index_round_trip_on_non_ascii_text():
     doc = Document("file:///a.py", "a = '😀'\nb = '中文'\n", 1, "python")
     for i in range(len(doc.text) + 1):

@@ -142,6 +142,48 @@ async def test_typing_the_predicted_text_is_answered_from_the_type_through_cache
     assert len(client.recorder.for_uri(uri)) == n_partials     # no model run: no partials
 
 
+def end_of(start: types.Position, text: str) -> types.Position:
+    """Where the cursor lands after inserting `text` at `start` (UTF-16 columns)."""
+    lines = text.split("\n")
+    col = len(lines[-1].encode("utf-16-le")) // 2
+    return types.Position(line=start.line + len(lines) - 1, character=(start.character if len(lines) == 1 else 0) + col)
+
+
+async def accept_then_ask_again(client, uri: str, version: int, first) -> tuple[list, types.InlineCompletionList]:
+    """Apply the first item as the editor does on Tab, then ask at the new cursor; returns (partials, result)."""
+    item = first.items[0]
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=item.range, text=item.insert_text)]))
+    n = len(client.recorder.for_uri(uri))
+    cursor = end_of(item.range.start, item.insert_text)
+    again = await client.text_document_inline_completion_async(inline_params(uri, cursor.line, cursor.character))
+    return client.recorder.for_uri(uri)[n:], again
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_completion_after_accepting_an_item_was_computed_ahead(client):
+    src = "def f(x):\n    y = \n    return y\n"
+    uri = "file:///w/speculate.py"
+    open_doc(client, uri, src)
+    first = await client.text_document_inline_completion_async(inline_params(uri, 1, 8))
+    assert first.items, "the tiny model gave no item here; pick another position"
+    partials, again = await accept_then_ask_again(client, uri, 2, first)
+    assert isinstance(again, types.InlineCompletionList)
+    assert partials and all(p.done for p in partials), "the model ran again after Tab: no speculation"
+    # control: with speculation off the same situation runs the model (step partials before done)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {"speculate": False}}))
+    try:
+        uri2 = "file:///w/no_speculate.py"
+        open_doc(client, uri2, src.replace("y", "w"))
+        first2 = await client.text_document_inline_completion_async(inline_params(uri2, 1, 8))
+        assert first2.items
+        partials2, _ = await accept_then_ask_again(client, uri2, 2, first2)
+        assert any(not p.done for p in partials2), partials2
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {"speculate": True}}))
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_replace_range_covers_closers_at_the_end_of_the_line(client):
     uri = "file:///w/closers.py"

@@ -30,6 +30,7 @@ M.defaults = {
   context_tokens = nil, ---@type integer?
   enabled_languages = nil, ---@type string[]?
   streaming = true, --- draw the partial text at every denoising step
+  speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -47,6 +48,7 @@ M.server_keys = {
   context_tokens = 'contextTokens',
   enabled_languages = 'enabledLanguages',
   streaming = 'streaming',
+  speculate = 'speculate',
 }
 
 ---@type coda.Config
