@@ -4,8 +4,9 @@
 #   bash train/recipes/default_model/run.sh            # data -> tokenizer -> AR warm-up -> adapt ->
 #                                                     # diffusion pre-train -> mid-train -> longer
 #                                                     # mid-train -> export
-#   COMPARE=1 bash train/recipes/default_model/run.sh  # also the two rivals at equal diffusion tokens:
-#                                                     # diffusion from scratch, and AR+FIM (same rows)
+#   COMPARE=1 bash train/recipes/default_model/run.sh  # also the rivals: diffusion from scratch (stage-4
+#                                                     # budget) and AR+FIM on the same rows (stage-3
+#                                                     # budget, then continued to the full budget)
 #
 # Every training stage checkpoints every 50 steps and this script passes --resume, so running it
 # again after an interruption continues where it stopped. Raw data, shards and checkpoints go to
@@ -62,8 +63,10 @@ if [ "${COMPARE:-0}" = "1" ]; then
   stage "rival 2: AR+FIM on the same rows after the same warm-up (causal next-token loss, 50% FIM)"
   train pretrain $C/diffusion_pretrain.toml $R/arfim_pre --set model.init=$R/ar_hf --set objective.kind=ar \
     --set objective.fim_probability=0.5
-  train midtrain $C/diffusion_midtrain.toml $R/arfim_mid --set model.init=$R/arfim_pre --set objective.kind=ar \
-    --set objective.fim_probability=0.5
-  "$CT" export $R/arfim_mid --out $R/arfim_hf
+  "$CT" export $R/arfim_pre --out $R/arfim_pre_hf
+  stage "rival 2, continued to the shipped model's budget: stages 4 + 5 = 150 + 2000 steps of AR+FIM (~85 min)"
+  train midtrain $C/diffusion_long.toml $R/arfim_long --set model.init=$R/arfim_pre_hf --set objective.kind=ar \
+    --set objective.fim_probability=0.5 --set run.steps=2150
+  "$CT" export $R/arfim_long --out $R/arfim_long_hf
 fi
 stage "done"
