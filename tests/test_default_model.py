@@ -91,3 +91,28 @@ def test_default_model_infills_a_python_hole(loaded) -> None:
     assert states and states[-1].done and not states[-1].masked.any()
     text = engine.hole_text(states[-1])
     assert text.strip(), "the default model produced an empty hole"
+
+
+def _build_data_module():
+    """The recipe's corpus builder (a script, not a package module), imported from its path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "train" / "recipes" / "default_model" / "build_data.py"
+    spec = importlib.util.spec_from_file_location("build_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_card_sources_name_every_package_the_shipped_model_used(default_dir: Path, tmp_path: Path) -> None:
+    build_data = _build_data_module()
+    card = default_dir / "DATA_CARD.md"
+    names = build_data.card_sources(card)
+    rows = [line for line in card.read_text(encoding="utf-8").split("## Per-source table", 1)[1].splitlines()
+            if line.startswith("| ") and not line.startswith(("| source", "| ---"))]
+    assert len(names) == len(rows) > 100
+    assert {"stdlib", "flask", "click", "npm:semver"} <= names  # held-out packages are sources too
+    assert not any("|" in n or n in ("source", "---") for n in names)
+    (tmp_path / "notes.md").write_text("# a card without the table\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="no per-source table"):
+        build_data.card_sources(tmp_path / "notes.md")

@@ -15,6 +15,8 @@ read file trees) and `OUT/stats.json` (every count the data card quotes).
 
 Usage (about 1-2 minutes on 2 cores):
     .venv/bin/python train/recipes/default_model/build_data.py --out data/default_model
+    # the shipped model's corpus, on a machine that has more packages installed than it had:
+    .venv/bin/python train/recipes/default_model/build_data.py --sources model/default_model/DATA_CARD.md
 """
 
 from __future__ import annotations
@@ -126,10 +128,29 @@ def python_dists(site: Path, stats: Stats, heldout: bool) -> list[tuple[str, str
     return out
 
 
-def gather(max_file_bytes: int, max_dist_bytes: int, stats: Stats) -> list[Doc]:
+def card_sources(card: Path) -> set[str]:
+    """The source names in a data card's per-source table (`stdlib`, distribution names, `npm:<pkg>`).
+
+    Why: the corpus is whatever is installed, so installing one more package changes it. Restricting a
+    rebuild to a card's sources reproduces that card's corpus on a machine with more packages."""
+    names, in_table = set(), False
+    for line in card.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| source |"):
+            in_table = True
+        elif in_table and line.startswith("| ") and not line.startswith("| ---"):
+            names.add(line.split("|")[1].strip())
+        elif in_table and not line.startswith("|"):
+            break
+    if not names:
+        raise SystemExit(f"{card}: no per-source table ('| source | license ...') found; pass a DATA_CARD.md")
+    return names
+
+
+def gather(max_file_bytes: int, max_dist_bytes: int, stats: Stats, only: set[str] | None = None) -> list[Doc]:
+    """Every candidate file; `only` (a data card's sources) limits the packages taken."""
     docs: list[Doc] = []
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.rglob("*.py")):
+    for path in sorted(stdlib.rglob("*.py")) if only is None or "stdlib" in only else []:
         rel = path.relative_to(stdlib)
         if rel.parts[0] in ("site-packages", "__pycache__"):
             continue
@@ -149,7 +170,7 @@ def gather(max_file_bytes: int, max_dist_bytes: int, stats: Stats) -> list[Doc]:
         if not site.is_dir():
             continue
         for name, lic, files in python_dists(site, stats, False):
-            if name.lower() in seen_dists:
+            if name.lower() in seen_dists or (only is not None and name not in only):
                 continue
             seen_dists.add(name.lower())
             stats.licenses[name] = lic
@@ -168,11 +189,11 @@ def gather(max_file_bytes: int, max_dist_bytes: int, stats: Stats) -> list[Doc]:
                 used += len(text)
                 docs.append(Doc(text, f"{name}/{path.relative_to(site)}", name, lic, "python",
                                 name.lower() in HELDOUT_DISTS))
-    docs += gather_npm(max_file_bytes, max_dist_bytes, stats)
+    docs += gather_npm(max_file_bytes, max_dist_bytes, stats, only)
     return docs
 
 
-def gather_npm(max_file_bytes: int, max_dist_bytes: int, stats: Stats) -> list[Doc]:
+def gather_npm(max_file_bytes: int, max_dist_bytes: int, stats: Stats, only: set[str] | None = None) -> list[Doc]:
     docs = []
     root = Path("/usr/lib/node_modules/npm/node_modules")
     if not root.is_dir():
@@ -188,6 +209,8 @@ def gather_npm(max_file_bytes: int, max_dist_bytes: int, stats: Stats) -> list[D
         lic = meta.get("license")
         lic = lic.get("type") if isinstance(lic, dict) else lic
         name = meta.get("name") or pkg.name
+        if only is not None and f"npm:{name}" not in only:
+            continue
         if not isinstance(lic, str) or COPYLEFT.search(lic) or not PERMISSIVE.search(lic):
             stats.rejected_dists[f"npm:{name}"] = f"license not permissive/unknown: {lic}"
             continue
@@ -350,9 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mid-mb", type=float, default=0.0, help="also write mid.jsonl, a subset of this size (0 = none)")
     ap.add_argument("--shared-data", default=str(Path(__file__).resolve().parents[3].parent / "shared" / "data"),
                     help="folder with mbpp/mbpp.jsonl (decontamination)")
+    ap.add_argument("--sources", type=Path, help="a DATA_CARD.md: take only the sources in its per-source table")
     args = ap.parse_args(argv)
     stats = Stats()
-    docs = gather(args.max_file_kb * 1024, int(args.max_dist_mb * 2**20), stats)
+    only = card_sources(args.sources) if args.sources else None
+    docs = gather(args.max_file_kb * 1024, int(args.max_dist_mb * 2**20), stats, only)
     stats.counts["gathered_files"] = len(docs)
     docs = dedup(docs, stats)
     docs = decontaminate(docs, benchmark_ngrams(Path(args.shared_data)), stats)

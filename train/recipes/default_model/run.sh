@@ -31,7 +31,8 @@ train() {  # train CMD CONFIG OUT_DIR [--set ...]: resume when the run already h
 }
 
 stage "data: permissive code on this machine, dedup, decontaminate, hold out packages"
-[ -f $D/stats.json ] || $PY $HERE/build_data.py --out $D
+# SOURCES=model/default_model/DATA_CARD.md limits the corpus to the packages the shipped model used
+[ -f $D/stats.json ] || $PY $HERE/build_data.py --out $D ${SOURCES:+--sources "$SOURCES"}
 stage "tokenizer: byte-level BPE, 8192 ids, CoDA special tokens"
 [ -f $R/tokenizer/tokenizer.json ] || $PY $HERE/train_tokenizer.py --data $D --vocab 8192 --out $R/tokenizer
 for split in train heldout; do
