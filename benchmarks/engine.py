@@ -299,7 +299,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Notes", "",
               "- Step times are the minimum over 3 steps of one block, modes interleaved, on the machine above "
               "(shared: see the load average). Interference only adds time; short contexts are dominated by "
-              "the 151,936-row head and the sampler, which cost the same in every mode.",
+              f"the {report['model']['config']['vocab_size']:,}-row head and the sampler, which cost the same "
+              "in every mode.",
               "- `dual amortized` = (refresh + (hole - 1) x step) / hole: one refresh forward per block of `hole` steps."]
     if report["model"]["random"]:
         lines.append("- Random weights are never confident, so every threshold decodes one token per forward, and "
