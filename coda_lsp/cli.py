@@ -40,6 +40,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=ServerOptions.cache, choices=("none", "prefix", "dual"),
                    help=f"context K/V reuse within a block; none = exact (default {ServerOptions.cache})")
     p.add_argument("--context-tokens", type=int, default=ServerOptions.context_tokens)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the model (default: OMP_NUM_THREADS, else half the cores, so a busy core "
+                        "does not stall every step)")
 
 
 def _threshold(value: str) -> Optional[float]:
@@ -78,7 +81,8 @@ def options_from(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(model_path=args.model, device=args.device, dtype=args.dtype, steps=max(1, args.steps),
                          max_tokens=max(1, args.max_tokens), algorithm=args.algorithm, temperature=args.temperature,
                          threshold=args.threshold, cache=args.cache,
-                         context_tokens=max(16, args.context_tokens))
+                         context_tokens=max(16, args.context_tokens),
+                         threads=max(1, args.threads) if args.threads else None)
 
 
 class UsageError(Exception):

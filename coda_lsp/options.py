@@ -1,7 +1,8 @@
 """Server settings: one dataclass, parsed leniently from `initializationOptions` / didChangeConfiguration.
 
 The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
-algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming, speculate. A bad
+algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming, speculate,
+threads. A bad
 value never stops the server: it keeps the previous value and the problem is reported as one
 warning line (shown to the user by the server).
 """
@@ -33,6 +34,7 @@ class ServerOptions:
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
     streaming: bool = False              # send coda/partialCompletion notifications
     speculate: bool = True               # after a completion, compute the one that follows accepting it
+    threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -73,6 +75,10 @@ def _threshold(v: Any) -> Optional[float]:
     return float(v)
 
 
+def _threads(v: Any) -> Optional[int]:
+    return None if v is None else _positive_int(v)
+
+
 def _languages(v: Any) -> Optional[tuple[str, ...]]:
     if v is None:
         return None
@@ -104,6 +110,7 @@ KEYS = {
     "threshold": ("threshold", _threshold), "debounceMs": ("debounce_ms", _non_negative_int),
     "contextTokens": ("context_tokens", _positive_int), "enabledLanguages": ("enabled_languages", _languages),
     "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)), "speculate": ("speculate", _bool),
+    "threads": ("threads", _threads),
 }
 assert {f for f, _ in KEYS.values()} == {f.name for f in fields(ServerOptions)}
 

@@ -125,3 +125,32 @@ async def test_debounce_lets_a_newer_request_replace_a_waiting_one_without_runni
     second = await sched.run(sched.ticket("doc"), make("second"), lambda p: None, debounce_ms=0)
     assert await first is None and second is not None and made == ["second"]
     sched.shutdown()
+
+
+def test_cpu_threads_default_to_half_the_cores_unless_set(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(service_mod.os, "cpu_count", lambda: 8)
+    assert service_mod.cpu_threads(None) == 4
+    assert service_mod.cpu_threads(3) == 3
+    monkeypatch.setattr(service_mod.os, "cpu_count", lambda: 1)
+    assert service_mod.cpu_threads(None) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert service_mod.cpu_threads(None) == 6
+    opts, warnings = merge_options(ServerOptions(), {"threads": 2})
+    assert opts.threads == 2 and not warnings
+    opts, warnings = merge_options(opts, {"threads": 0})
+    assert opts.threads == 2 and "threads" in warnings[0]
+    assert merge_options(opts, {"threads": None})[0].threads is None
+
+
+def test_loading_the_model_sets_the_decoding_threads(tiny_model_dir):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        service_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=1))
+        assert torch.get_num_threads() == 1
+        service_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

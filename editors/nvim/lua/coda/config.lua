@@ -31,6 +31,7 @@ M.defaults = {
   enabled_languages = nil, ---@type string[]?
   streaming = true, --- draw the partial text at every denoising step
   speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
+  threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -49,6 +50,7 @@ M.server_keys = {
   enabled_languages = 'enabledLanguages',
   streaming = 'streaming',
   speculate = 'speculate',
+  threads = 'threads',
 }
 
 ---@type coda.Config
