@@ -2,9 +2,8 @@
 
 The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
 algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming, speculate,
-threads. A bad
-value never stops the server: it keeps the previous value and the problem is reported as one
-warning line (shown to the user by the server).
+threads. A bad value never stops the server: it keeps the previous value and the problem is reported as
+one warning line (shown to the user by the server).
 """
 
 from __future__ import annotations

@@ -79,12 +79,19 @@ def cpu_threads(requested: Optional[int]) -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+def set_cpu_threads(requested: Optional[int]) -> int:
+    """Give torch `cpu_threads(requested)`; call it on the worker thread that decodes."""
+    import torch
+    threads = cpu_threads(requested)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def load_engine(options: ServerOptions) -> LoadedEngine:
     """Blocking: import torch + the engine and load the model (run it on the worker thread that decodes)."""
     path = resolve_model_path(options.model_path)
     t0 = time.perf_counter()
-    import torch
-    torch.set_num_threads(cpu_threads(options.threads))
+    set_cpu_threads(options.threads)
     from coda_model.checkpoint import load_model
     from coda_model.engine import Engine
     loaded = load_model(path, device=options.device, dtype=options.dtype)
@@ -216,7 +223,7 @@ class CompletionService:
     state: str = "loading"                  # loading | ready | error
     message: str = ""
     speculations: dict[str, "asyncio.Future[Optional[list[str]]]"] = field(default_factory=dict)  # by result key
-    background: set = field(default_factory=set)   # running speculation tasks (kept referenced)
+    background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
 
     # --- model ---------------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -232,6 +239,12 @@ class CompletionService:
         m = self.model
         self.state, self.message = "ready", f"model {m.path.name} on {m.device} ({m.dtype}), loaded in {m.load_s:.1f}s"
         log.info("%s", self.message)
+
+    def apply_threads(self) -> None:
+        """A changed `threads` setting takes effect on the worker thread, without reloading the model."""
+        task = asyncio.get_running_loop().create_task(self.scheduler.call(set_cpu_threads, self.options.threads))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     @property
     def ready(self) -> bool:

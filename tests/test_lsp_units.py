@@ -154,3 +154,19 @@ def test_loading_the_model_sets_the_decoding_threads(tiny_model_dir):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+async def test_a_threads_change_applies_on_the_worker_without_reloading():
+    import torch
+
+    svc = service_mod.CompletionService(ServerOptions(threads=1))
+    before = await svc.scheduler.call(torch.get_num_threads)
+    try:
+        for threads in (1, 2):
+            svc.options = ServerOptions(threads=threads)
+            svc.apply_threads()
+            await asyncio.gather(*svc.background)
+            assert await svc.scheduler.call(torch.get_num_threads) == threads
+    finally:
+        await svc.scheduler.call(torch.set_num_threads, before)
+        svc.shutdown()

@@ -47,6 +47,8 @@ def register(server) -> None:
             log.info("model settings changed: reloading")
             ls.service.model = None
             ls.start_loading()
+        elif old.threads != options.threads and ls.service.model is not None:
+            ls.service.apply_threads()   # a load in progress reads the new value itself
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls, params) -> None:
