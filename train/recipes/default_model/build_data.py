@@ -209,10 +209,10 @@ def gather_npm(max_file_bytes: int, max_dist_bytes: int, stats: Stats, only: set
         lic = meta.get("license")
         lic = lic.get("type") if isinstance(lic, dict) else lic
         name = meta.get("name") or pkg.name
-        if only is not None and f"npm:{name}" not in only:
-            continue
         if not isinstance(lic, str) or COPYLEFT.search(lic) or not PERMISSIVE.search(lic):
             stats.rejected_dists[f"npm:{name}"] = f"license not permissive/unknown: {lic}"
+            continue
+        if only is not None and f"npm:{name}" not in only:   # after the license check, as for Python dists
             continue
         stats.licenses[f"npm:{name}"] = lic
         used = 0
