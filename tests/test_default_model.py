@@ -12,6 +12,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,13 +94,13 @@ def test_default_model_infills_a_python_hole(loaded) -> None:
     assert text.strip(), "the default model produced an empty hole"
 
 
-def _build_data_module():
-    """The recipe's corpus builder (a script, not a package module), imported from its path."""
+def _recipe_module(name: str):
+    """One of the recipe's scripts (not a package module), imported from its path."""
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "train" / "recipes" / "default_model" / "build_data.py"
-    spec = importlib.util.spec_from_file_location("build_data", path)
+    path = Path(__file__).resolve().parents[1] / "train" / "recipes" / "default_model" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up while being created
     spec.loader.exec_module(module)
@@ -107,7 +108,7 @@ def _build_data_module():
 
 
 def test_data_card_sources_name_every_package_the_shipped_model_used(default_dir: Path, tmp_path: Path) -> None:
-    build_data = _build_data_module()
+    build_data = _recipe_module("build_data")
     card = default_dir / "DATA_CARD.md"
     names = build_data.card_sources(card)
     table = card.read_text(encoding="utf-8").split("| source |", 1)[1].split("\n\n", 1)[0]
@@ -119,3 +120,25 @@ def test_data_card_sources_name_every_package_the_shipped_model_used(default_dir
     (tmp_path / "notes.md").write_text("# a card without the table\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="no per-source table"):
         build_data.card_sources(tmp_path / "notes.md")
+
+
+def test_paired_bootstrap_interval_separates_a_real_difference_from_noise() -> None:
+    table = _recipe_module("results_table")
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, 200)
+    assert table.paired_bootstrap(list(base), list(base)) == (0.0, 0.0, 0.0)
+    mean, lo, hi = table.paired_bootstrap(list(base + 0.05 + rng.normal(0, 0.05, 200)), list(base))
+    assert 0 < lo < mean < hi and abs(mean - 0.05) < 0.02  # a consistent +0.05 excludes 0
+    mean, lo, hi = table.paired_bootstrap(list(base + rng.normal(0, 0.2, 200)), list(base))
+    assert lo < 0 < hi  # zero-mean noise does not
+    with pytest.raises(ValueError, match="same non-zero number"):
+        table.paired_bootstrap([0.1, 0.2], [0.1])
+
+
+def test_paired_scores_align_problems_by_task_id() -> None:
+    table = _recipe_module("results_table")
+    x = {"scores": [{"task_id": "a", "edit_similarity": 0.1}, {"task_id": "b", "edit_similarity": 0.2},
+                    {"task_id": "c", "edit_similarity": 0.3}]}
+    y = {"scores": [{"task_id": "c", "edit_similarity": 0.9}, {"task_id": "a", "edit_similarity": 0.7}]}
+    assert table.paired_scores(x, y) == ([0.1, 0.3], [0.7, 0.9])
+    assert table.paired_scores(x, {}) == ([], [])  # a run written before per-problem scores existed

@@ -233,7 +233,7 @@ def infill(args, loaded) -> dict:
 
         engine = Engine(loaded)
     trivial = most_frequent_line(Path(args.data)) if loaded is None else None
-    exact, sim, examples, t0 = 0, 0.0, [], time.time()
+    exact, sim, examples, scores, t0 = 0, 0.0, [], [], time.time()
     for row in rows:
         if loaded is None and args.model == "trivial-prev":
             prev = [l for l in row["prompt"].splitlines() if l.strip()]
@@ -250,13 +250,16 @@ def infill(args, loaded) -> dict:
                                         args.block_length, args.alg)
         pred = trim_at_suffix(pred, row["suffix"])
         ok = norm(pred) == norm(row["canonical_solution"])
+        ratio = difflib.SequenceMatcher(None, "\n".join(norm(pred)), "\n".join(norm(row["canonical_solution"]))).ratio()
         exact += ok
-        sim += difflib.SequenceMatcher(None, "\n".join(norm(pred)), "\n".join(norm(row["canonical_solution"]))).ratio()
+        sim += ratio
+        scores.append({"task_id": row["task_id"], "exact": ok, "edit_similarity": ratio})
         if len(examples) < 5:
             examples.append({"task_id": row["task_id"], "target": row["canonical_solution"], "pred": pred, "exact": ok})
     return {"task": args.task, "n": len(rows), "exact_match": exact / max(1, len(rows)),
             "edit_similarity": sim / max(1, len(rows)), "seconds": round(time.time() - t0, 1),
-            "budget": "ceil(1.5*n)+8", "trivial_line": trivial, "examples": examples}
+            "budget": "ceil(1.5*n)+8", "trivial_line": trivial, "examples": examples,
+            "scores": scores}  # per problem, so two models can be compared paired (results_table.py)
 
 
 def main(argv: list[str] | None = None) -> int:
