@@ -39,6 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"(default {ServerOptions.threshold})")
     p.add_argument("--cache", default=ServerOptions.cache, choices=("none", "prefix", "dual"),
                    help=f"context K/V reuse within a block; none = exact (default {ServerOptions.cache})")
+    p.add_argument("--block-length", type=int, default=ServerOptions.block_length,
+                   help=f"with a cache, decode left to right in blocks of this many tokens (default {ServerOptions.block_length})")
     p.add_argument("--context-tokens", type=int, default=ServerOptions.context_tokens)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the model (default: OMP_NUM_THREADS, else half the cores, so a busy core "
@@ -80,7 +82,7 @@ def oneshot_parser(command: str) -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(model_path=args.model, device=args.device, dtype=args.dtype, steps=max(1, args.steps),
                          max_tokens=max(1, args.max_tokens), algorithm=args.algorithm, temperature=args.temperature,
-                         threshold=args.threshold, cache=args.cache,
+                         threshold=args.threshold, cache=args.cache, block_length=max(1, args.block_length),
                          context_tokens=max(16, args.context_tokens),
                          threads=max(1, args.threads) if args.threads else None)
 

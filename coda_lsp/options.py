@@ -1,7 +1,7 @@
 """Server settings: one dataclass, parsed leniently from `initializationOptions` / didChangeConfiguration.
 
 The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
-algorithm, temperature, threshold, cache, debounceMs, contextTokens, enabledLanguages, streaming, speculate,
+algorithm, temperature, threshold, cache, blockLength, debounceMs, contextTokens, enabledLanguages, streaming, speculate,
 threads. A bad value never stops the server: it keeps the previous value and the problem is reported as
 one warning line (shown to the user by the server).
 """
@@ -28,6 +28,7 @@ class ServerOptions:
     temperature: float = 0.0             # 0 = greedy
     threshold: Optional[float] = 0.9     # confidence-threshold parallel decoding (None = fixed schedule only)
     cache: str = "dual"                  # none (exact) | prefix | dual: context K/V reused within a block
+    block_length: int = 8                # with a cache: decode the hole in blocks of this many tokens, left to right
     debounce_ms: int = 75                # wait after an automatic trigger before running the model
     context_tokens: int = 1024           # budget for prefix + suffix + extra context
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
@@ -109,6 +110,7 @@ KEYS = {
     "threshold": ("threshold", _threshold), "debounceMs": ("debounce_ms", _non_negative_int),
     "contextTokens": ("context_tokens", _positive_int), "enabledLanguages": ("enabled_languages", _languages),
     "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)), "speculate": ("speculate", _bool),
+    "blockLength": ("block_length", _positive_int),
     "threads": ("threads", _threads),
 }
 assert {f for f, _ in KEYS.values()} == {f.name for f in fields(ServerOptions)}

@@ -152,7 +152,7 @@ class InfillJob:
         temperature = options.temperature if num_candidates == 1 else max(options.temperature, 0.7)
         self.config = DecodeConfig(steps=max(1, min(options.steps, ctx.length)), alg=options.algorithm,
                                    temperature=temperature, threshold=options.threshold, seed=0,
-                                   cache=options.cache, block_length=32 if options.cache != "none" else None)
+                                   cache=options.cache, block_length=options.block_length if options.cache != "none" else None)
         self.prompt_ids, self.suffix_ids = extra + prefix, suffix
         self._it = None
         self.state = None

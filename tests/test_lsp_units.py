@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import pytest
 from lsprotocol import types
@@ -170,3 +171,19 @@ async def test_a_threads_change_applies_on_the_worker_without_reloading():
     finally:
         await svc.scheduler.call(torch.set_num_threads, before)
         svc.shutdown()
+
+
+def test_block_length_setting_reaches_the_decoder(tiny_model_dir):
+    """blockLength (default 8) sets the engine's block with a cache; exact mode decodes the hole as one block."""
+    from coda_lsp.context import build_context
+    from coda_lsp.documents import Document
+
+    opts, warnings = merge_options(ServerOptions(), {"blockLength": 4})
+    assert opts.block_length == 4 and not warnings
+    assert merge_options(opts, {"blockLength": 0})[0].block_length == 4  # bad value: kept, with a warning
+    lm = service_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=1))
+    doc = Document("file:///a.py", "def f(x):\n    \n    return x\n", 1, "python")
+    ctx = build_context(doc, doc.text.index("    \n") + 4)
+    assert service_mod.InfillJob(lm, ctx, opts).config.block_length == 4
+    assert service_mod.InfillJob(lm, ctx, ServerOptions()).config.block_length == ServerOptions().block_length == 8
+    assert service_mod.InfillJob(lm, ctx, replace(opts, cache="none")).config.block_length is None

@@ -20,6 +20,7 @@ import torch
 
 from coda_model.checkpoint import load_model
 from coda_model.engine import DecodeConfig, Engine
+from coda_lsp.options import ServerOptions
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu", dtype="auto")
     engine, tok = Engine(loaded), loaded.tokenizer
-    cfg = DecodeConfig(steps=args.length, threshold=0.9, cache="dual", block_length=args.length)
+    lsp = ServerOptions()  # the server's default decode: what an editor shows
+    cfg = DecodeConfig(steps=min(lsp.steps, args.length), threshold=lsp.threshold, cache=lsp.cache,
+                       block_length=lsp.block_length, alg=lsp.algorithm)
     parts, done = [], 0
     for line in (Path(args.data) / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

@@ -25,6 +25,7 @@ import torch
 
 from coda_model.checkpoint import load_model
 from coda_model.engine import DecodeConfig, Engine
+from coda_lsp.options import ServerOptions
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -61,6 +62,34 @@ def measure(engine: Engine, cases, length: int, cfg: DecodeConfig) -> dict:
             "mean_forwards": round(sum(steps) / len(steps), 1)}
 
 
+def measure_interleaved(engine: Engine, cases, length: int, cfgs: dict[str, DecodeConfig],
+                        rounds: int = 3) -> dict:
+    """Like `measure` for several configs, alternating them case by case (rotating the order each time).
+
+    Why: on a shared CPU the load drifts over a run; timing configs one after the other puts that drift
+    into their ratio, alternating them spreads it evenly.
+    """
+    names = list(cfgs)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    steps: dict[str, list[int]] = {n: [] for n in names}
+    k = 0
+    for _ in range(rounds):
+        for pre, suf in cases:
+            for name in names[k % len(names):] + names[:k % len(names)]:
+                t0, n = time.perf_counter(), 0
+                for _state in engine.infill(pre, suf, length=length, config=cfgs[name]):
+                    n += 1
+                times[name].append((time.perf_counter() - t0) * 1000)
+                steps[name].append(n)
+            k += 1
+    out = {}
+    for name in names:
+        t = sorted(times[name])
+        out[name] = {"p50_ms": round(statistics.median(t), 1), "p90_ms": round(t[int(0.9 * (len(t) - 1))], 1),
+                     "mean_forwards": round(sum(steps[name]) / len(steps[name]), 1), "runs": len(t)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(REPO / "model" / "default_model"))
@@ -70,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=int, default=32)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--server-steps", type=int, default=16, help="the LSP's default `steps` (max forwards per hole)")
+    ap.add_argument("--server-blocks", default="",
+                    help="also time the server decode with these block lengths, side by side (e.g. 32,16,8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
@@ -78,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(loaded)
     cases = cursors(Path(args.data), loaded.tokenizer, args.n, args.context)
     fast = DecodeConfig(steps=args.length, threshold=args.threshold, cache="dual", block_length=args.length)
-    # what coda-lsp runs by default: at most `steps` forwards, threshold 0.9, dual cache in 32-token blocks
-    server = DecodeConfig(steps=min(args.server_steps, args.length), threshold=args.threshold, cache="dual",
-                          block_length=32)
+    # what coda-lsp runs by default: at most `steps` forwards, threshold 0.9, dual cache in `blockLength` blocks
+    def server_cfg(block: int) -> DecodeConfig:
+        return DecodeConfig(steps=min(args.server_steps, args.length), threshold=args.threshold, cache="dual",
+                            block_length=block)
+
+    server = server_cfg(ServerOptions().block_length)
     measure(engine, cases[:2], args.length, fast)  # warm-up
     res = {"model": args.model, "dtype": str(loaded.dtype), "cases": len(cases), "context_tokens": args.context,
            "hole_tokens": args.length, "threads": args.threads,
@@ -88,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
            "server_defaults": measure(engine, cases, args.length, server),
            "exact_fixed_steps": measure(engine, cases[: max(3, len(cases) // 4)], args.length,
                                         DecodeConfig(steps=args.length)),
+           "server_blocks_interleaved": measure_interleaved(
+               engine, cases, args.length, {f"block_{b}": server_cfg(int(b)) for b in args.server_blocks.split(",") if b})
+           if args.server_blocks else None,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "load_avg_1m": os.getloadavg()[0]}
     text = json.dumps(res, indent=1)

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 MODELS = [  # (file suffix, label, training tokens after the AR warm-up)
-    ("long", "**default model**: AR warm-up → adapt → diffusion stages 3–5", "9.42 M"),
-    ("arfim_long", "**AR+FIM rival at the same budget**: AR warm-up → AR+FIM on stage 3's rows, then 2,150 steps "
-                   "of stage 5's rows", "9.42 M"),
-    ("cont", "default model continued: 1,600 more steps of stage 5's mixture (seed 6)", "15.97 M"),
-    ("arfim_cont", "AR+FIM rival continued the same way: 1,600 more steps of AR+FIM (seed 6)", "15.97 M"),
+    ("cont", "**default model (shipped)**: AR warm-up → adapt → diffusion stages 3–6", "15.97 M"),
+    ("arfim_cont", "**AR+FIM rival at the same budget**: AR warm-up → AR+FIM on stage 3's rows, 2,150 steps of "
+                   "stage 5's rows, then stage 6's 1,600", "15.97 M"),
+    ("long", "the default model before stage 6 (shipped until 2026-11-29)", "9.42 M"),
+    ("arfim_long", "the AR+FIM rival before stage 6", "9.42 M"),
     ("final", "default model after stage 4", "1.23 M"),
     ("pre", "same, after stage 3 only", "0.61 M"),
     ("scratch", "diffusion from scratch, stages 3–4 without the AR warm-up", "1.23 M"),
@@ -31,11 +31,24 @@ MODELS = [  # (file suffix, label, training tokens after the AR warm-up)
     ("trivial", "trivial: most frequent training line", "–"),
     ("trivial_prev", "trivial: repeat the line before the hole", "–"),
 ]
+LINE_VIEW = [  # (file suffix, label): first line only, as the LSP shows a line hole (compare.py --first-line)
+    ("cont_lsp8", "shipped, LSP decode, blocks of 8 (the server's default)"),
+    ("cont_lsp16", "shipped, LSP decode, blocks of 16"),
+    ("cont_lsp32", "shipped, LSP decode, one 32-token block (the server's default before 2026-11-29)"),
+    ("arfim_cont", "AR+FIM rival, same budget"),
+    ("long_lsp8", "before stage 6, blocks of 8"),
+    ("long_lsp16", "before stage 6, blocks of 16"),
+    ("long_lsp32", "before stage 6, one 32-token block"),
+    ("arfim_long", "AR+FIM rival before stage 6"),
+]
 
 
-PAIRS = [  # (diffusion key, AR+FIM key) trained on the same tokens: their decoded holes are compared paired
-    ("long", "arfim_long"),
-    ("cont", "arfim_cont"),
+PAIRS = [  # (file stem A, file stem B): edit similarity of A − B on the same problems
+    ("single_cont", "single_arfim_cont"), ("multi_cont", "multi_arfim_cont"),
+    ("single_long", "single_arfim_long"), ("multi_long", "multi_arfim_long"),
+    ("fl_heldout-line_cont_lsp8", "fl_heldout-line_arfim_cont"), ("fl_single_cont_lsp8", "fl_single_arfim_cont"),
+    ("fl_heldout-line_cont_lsp8", "fl_heldout-line_long_lsp8"), ("fl_single_cont_lsp8", "fl_single_long_lsp8"),
+    ("fl_heldout-line_cont_lsp8", "fl_heldout-line_cont_lsp32"), ("fl_single_cont_lsp8", "fl_single_cont_lsp32"),
 ]
 
 
@@ -63,16 +76,23 @@ def paired_scores(x: dict, y: dict) -> tuple[list[float], list[float]]:
 
 def paired_lines(ev: Path) -> list[str]:
     out = []
-    for dkey, akey in PAIRS:
-        cells = []
-        for task in ("single", "multi"):
-            a, b = paired_scores(load(ev / f"{task}_{dkey}.json"), load(ev / f"{task}_{akey}.json"))
-            if a:
-                mean, lo, hi = paired_bootstrap(a, b)
-                cells.append(f"{task}-line {mean:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] over {len(a)} problems")
-        if cells:
-            out.append(f"- edit similarity, `{dkey}` − `{akey}` (diffusion − AR+FIM, paired): " + "; ".join(cells))
+    for a, b in PAIRS:
+        x, y = paired_scores(load(ev / f"{a}.json"), load(ev / f"{b}.json"))
+        if x:
+            mean, lo, hi = paired_bootstrap(x, y)
+            out.append(f"- `{a}` − `{b}`: {mean:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}] over {len(x)} problems")
     return out
+
+
+def line_view(ev: Path) -> list[str]:
+    out = ["| model and decode | held-out lines EM | edit sim. | HumanEval single-line EM | edit sim. |",
+           "| --- | --- | --- | --- | --- |"]
+    for key, label in LINE_VIEW:
+        h, s = load(ev / f"fl_heldout-line_{key}.json"), load(ev / f"fl_single_{key}.json")
+        if h or s:
+            out.append(f"| {label} | {fmt(h.get('exact_match'))} | {fmt(h.get('edit_similarity'))} |"
+                       f" {fmt(s.get('exact_match'))} | {fmt(s.get('edit_similarity'))} |")
+    return out if len(out) > 2 else []
 
 
 def load(path: Path) -> dict:
@@ -113,9 +133,12 @@ def render(ev: Path) -> str:
             continue
         out.append(f"| {label} | {fmt(s.get('exact_match'))} | {fmt(s.get('edit_similarity'))} | {fmt(m.get('exact_match'))} |"
                    f" {fmt(m.get('edit_similarity'))} | {s.get('n', '–')} / {m.get('n', '–')} |")
+    view = line_view(ev)
+    if view:
+        out += ["", "What an editor shows on a line hole (first line of the prediction):", ""] + view
     paired = paired_lines(ev)
     if paired:
-        out += [""] + paired
+        out += ["", "Edit similarity differences, paired over the same problems (bootstrap):", ""] + paired
     return "\n".join(out) + "\n"
 
 

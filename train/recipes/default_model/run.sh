@@ -3,7 +3,7 @@
 #
 #   bash train/recipes/default_model/run.sh            # data -> tokenizer -> AR warm-up -> adapt ->
 #                                                     # diffusion pre-train -> mid-train -> longer
-#                                                     # mid-train -> export
+#                                                     # mid-train (twice) -> export
 #   COMPARE=1 bash train/recipes/default_model/run.sh  # also the rivals: diffusion from scratch (stage-4
 #                                                     # budget) and AR+FIM on the same rows (stage-3
 #                                                     # budget, then continued to the full budget)
@@ -48,10 +48,13 @@ stage "3/5 diffusion pre-training"
 train pretrain $C/diffusion_pretrain.toml $R/diffusion_pre
 stage "4/5 diffusion mid-training with the curriculum"
 train midtrain $C/diffusion_midtrain.toml $R/diffusion_mid
-stage "5/5 longer mid-training on the last curriculum mixture (~70 min on one idle core)"
+stage "5/6 longer mid-training on the last curriculum mixture (~70 min on one idle core)"
 train midtrain $C/diffusion_long.toml $R/diffusion_long
+[ -f $R/diffusion_long_bf16/config.json ] || "$CT" export $R/diffusion_long --out $R/diffusion_long_bf16 --dtype bfloat16
+stage "6/6 stage 5 again from its bf16 export, new data order (~60 min on one core)"
+train midtrain $C/diffusion_cont.toml $R/diffusion_cont
 stage "export -> $OUT (bf16)"
-"$CT" export $R/diffusion_long --out "$OUT" --dtype bfloat16
+"$CT" export $R/diffusion_cont --out "$OUT" --dtype bfloat16
 
 if [ "${COMPARE:-0}" = "1" ]; then
   SHAPE=(--set model.init=random --set model.tokenizer=$R/tokenizer --set model.hidden_size=256
@@ -69,5 +72,10 @@ if [ "${COMPARE:-0}" = "1" ]; then
   train midtrain $C/diffusion_long.toml $R/arfim_long --set model.init=$R/arfim_pre_hf --set objective.kind=ar \
     --set objective.fim_probability=0.5 --set run.steps=2150
   "$CT" export $R/arfim_long --out $R/arfim_long_hf
+  stage "rival 2, continued as stage 6 was: 1,600 more steps from its bf16 export, seed 6 (~70 min)"
+  [ -f $R/arfim_long_bf16/config.json ] || "$CT" export $R/arfim_long --out $R/arfim_long_bf16 --dtype bfloat16
+  train midtrain $C/diffusion_cont.toml $R/arfim_cont --set model.init=$R/arfim_long_bf16 --set objective.kind=ar \
+    --set objective.fim_probability=0.5
+  "$CT" export $R/arfim_cont --out $R/arfim_cont_hf
 fi
 stage "done"

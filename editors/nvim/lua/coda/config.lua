@@ -31,6 +31,7 @@ M.defaults = {
   enabled_languages = nil, ---@type string[]?
   streaming = true, --- draw the partial text at every denoising step
   speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
+  block_length = nil, ---@type integer? with a cache, decode in left-to-right blocks of this many tokens (server default 8)
   threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
 }
 
@@ -50,6 +51,7 @@ M.server_keys = {
   enabled_languages = 'enabledLanguages',
   streaming = 'streaming',
   speculate = 'speculate',
+  block_length = 'blockLength',
   threads = 'threads',
 }
 
