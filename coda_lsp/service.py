@@ -357,7 +357,7 @@ class CompletionService:
         """The exact model input and decode settings: equal keys give equal items."""
         o = self.options
         return ResultCache.key(ctx.extra, ctx.prefix, ctx.suffix, ctx.kind, ctx.length, num_candidates,
-                               o.model_path, o.steps, o.algorithm, o.temperature, o.threshold, o.cache,
+                               o.model_path, o.steps, o.algorithm, o.temperature, o.threshold, o.cache, o.block_length,
                                o.context_tokens)
 
     async def _speculate(self, doc: Document, version: int, ctx: CompletionContext, item: str) -> None:

@@ -187,3 +187,20 @@ def test_block_length_setting_reaches_the_decoder(tiny_model_dir):
     assert service_mod.InfillJob(lm, ctx, opts).config.block_length == 4
     assert service_mod.InfillJob(lm, ctx, ServerOptions()).config.block_length == ServerOptions().block_length == 8
     assert service_mod.InfillJob(lm, ctx, replace(opts, cache="none")).config.block_length is None
+
+
+async def test_cached_results_are_keyed_by_the_block_length():
+    """A changed blockLength must not be answered from results decoded with the old one."""
+    from coda_lsp.context import build_context
+    from coda_lsp.documents import Document
+
+    svc = service_mod.CompletionService(ServerOptions())
+    try:
+        doc = Document("file:///a.py", "def f(x):\n    \n    return x\n", 1, "python")
+        ctx = build_context(doc, doc.text.index("    \n") + 4)
+        key = svc._result_key(ctx, 1)
+        assert svc._result_key(ctx, 1) == key
+        svc.options = replace(svc.options, block_length=16)
+        assert svc._result_key(ctx, 1) != key
+    finally:
+        svc.shutdown()
