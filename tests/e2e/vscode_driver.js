@@ -17,10 +17,13 @@ const log = (msg) => result.events.push(`[${String(Date.now() - t0).padStart(6)}
 const save = () => fs.writeFileSync(resultPath, JSON.stringify(result, null, 1));
 
 const STATUS = '.statusbar-item:has-text("CoDA:")';
+// the Fill Selection request shows its own window-progress item, also "CoDA: ...", while it is pending
+const FILL_PROGRESS = 'CoDA: filling selection';
 const GHOST = '.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text';
 
 async function statusText(page) {
-  return (await page.locator(STATUS).first().textContent({ timeout: 5000 }).catch(() => '')).trim();
+  const item = page.locator(STATUS).filter({ hasNotText: FILL_PROGRESS }).first();
+  return (await item.textContent({ timeout: 5000 }).catch(() => '')).trim();
 }
 
 async function waitStatus(page, word, timeout) {
@@ -180,7 +183,9 @@ async function main() {
     result.file_after_fill = fs.readFileSync(process.env.CODA_PATH, 'utf8');
     result.filled = true;
     log('filled and saved');
-    await waitStatus(page, 'ready', 60000);   // idle again after the fill (an automatic request may run first)
+    // idle again after the fill: its request has returned (progress gone) and the server reports ready
+    await page.locator(`.statusbar-item:has-text("${FILL_PROGRESS}")`).first().waitFor({ state: 'detached', timeout: 30000 });
+    await waitStatus(page, 'ready', 60000);
     result.status_final = result.statuses.at(-1);
   } catch (err) {
     result.error = String(err && err.stack || err);
