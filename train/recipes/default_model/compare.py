@@ -276,8 +276,9 @@ def infill(args, loaded) -> dict:
         pred = trim_at_suffix(pred, row["suffix"])
         if args.first_line:  # what the LSP shows for a single-line hole: it stops at the end of the line
             pred = next((l for l in pred.splitlines(keepends=True) if l.strip()), "")
-        ok = norm(pred) == norm(row["canonical_solution"])
-        ratio = difflib.SequenceMatcher(None, "\n".join(norm(pred)), "\n".join(norm(row["canonical_solution"]))).ratio()
+        got, want = norm(pred), norm(row["canonical_solution"])
+        ok = got == want
+        ratio = difflib.SequenceMatcher(None, "\n".join(got), "\n".join(want)).ratio()
         exact += ok
         sim += ratio
         scores.append({"task_id": row["task_id"], "exact": ok, "edit_similarity": ratio, "pred": pred})
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-line", action="store_true", help="keep only the first non-blank line of a prediction")
     ap.add_argument("--cache", default="none", choices=("none", "prefix", "dual"),
                     help="KV cache (diffusion); the LSP decodes with --steps 16 --threshold 0.9 --cache dual "
-                         "--block-length 32")
+                         "--block-length 8 (coda_lsp.options.ServerOptions)")
     ap.add_argument("--out", default="")
     ap.add_argument("--nll-samples", type=int, default=8, help="sigma samples per middle (diffusion ELBO)")
     ap.add_argument("--order", choices=("elbo", "l2r"), default="elbo",

@@ -48,18 +48,23 @@ def cursors(data: Path, tok, n: int, context: int) -> list[tuple[list[int], list
     return out
 
 
-def measure(engine: Engine, cases, length: int, cfg: DecodeConfig) -> dict:
-    times, steps = [], []
-    for pre, suf in cases:
-        t0 = time.perf_counter()
-        n = 0
-        for state in engine.infill(pre, suf, length=length, config=cfg):
-            n += 1
-        times.append((time.perf_counter() - t0) * 1000)
-        steps.append(n)
-    times.sort()
-    return {"p50_ms": round(statistics.median(times), 1), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1),
+def time_infill(engine: Engine, pre: list[int], suf: list[int], length: int, cfg: DecodeConfig) -> tuple[float, int]:
+    """(milliseconds, denoising steps) of one hole decoded to the end."""
+    t0, n = time.perf_counter(), 0
+    for _state in engine.infill(pre, suf, length=length, config=cfg):
+        n += 1
+    return (time.perf_counter() - t0) * 1000, n
+
+
+def summarize(times: list[float], steps: list[int]) -> dict:
+    t = sorted(times)
+    return {"p50_ms": round(statistics.median(t), 1), "p90_ms": round(t[int(0.9 * (len(t) - 1))], 1),
             "mean_forwards": round(sum(steps) / len(steps), 1)}
+
+
+def measure(engine: Engine, cases, length: int, cfg: DecodeConfig) -> dict:
+    runs = [time_infill(engine, pre, suf, length, cfg) for pre, suf in cases]
+    return summarize([ms for ms, _ in runs], [n for _, n in runs])
 
 
 def measure_interleaved(engine: Engine, cases, length: int, cfgs: dict[str, DecodeConfig],
@@ -70,24 +75,14 @@ def measure_interleaved(engine: Engine, cases, length: int, cfgs: dict[str, Deco
     into their ratio, alternating them spreads it evenly.
     """
     names = list(cfgs)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    steps: dict[str, list[int]] = {n: [] for n in names}
+    runs: dict[str, list[tuple[float, int]]] = {n: [] for n in names}
     k = 0
     for _ in range(rounds):
         for pre, suf in cases:
             for name in names[k % len(names):] + names[:k % len(names)]:
-                t0, n = time.perf_counter(), 0
-                for _state in engine.infill(pre, suf, length=length, config=cfgs[name]):
-                    n += 1
-                times[name].append((time.perf_counter() - t0) * 1000)
-                steps[name].append(n)
+                runs[name].append(time_infill(engine, pre, suf, length, cfgs[name]))
             k += 1
-    out = {}
-    for name in names:
-        t = sorted(times[name])
-        out[name] = {"p50_ms": round(statistics.median(t), 1), "p90_ms": round(t[int(0.9 * (len(t) - 1))], 1),
-                     "mean_forwards": round(sum(steps[name]) / len(steps[name]), 1), "runs": len(t)}
-    return out
+    return {name: {**summarize([ms for ms, _ in r], [n for _, n in r]), "runs": len(r)} for name, r in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

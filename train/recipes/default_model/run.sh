@@ -39,14 +39,14 @@ for split in train heldout; do
   "$CT" data --tokenizer $R/tokenizer --out $D/shards/$split $D/$split.jsonl
 done
 
-stage "1/5 AR warm-up (causal, 50% FIM rows)"
+stage "1/6 AR warm-up (causal, 50% FIM rows)"
 train pretrain $C/ar_warmup.toml $R/ar
 "$CT" export $R/ar --out $R/ar_hf
-stage "2/5 adapt: AR -> CoDA (bidirectional, mask row kept)"
+stage "2/6 adapt: AR -> CoDA (bidirectional, mask row kept)"
 [ -f $R/adapted/config.json ] || "$CT" adapt --from $R/ar_hf --out $R/adapted
-stage "3/5 diffusion pre-training"
+stage "3/6 diffusion pre-training"
 train pretrain $C/diffusion_pretrain.toml $R/diffusion_pre
-stage "4/5 diffusion mid-training with the curriculum"
+stage "4/6 diffusion mid-training with the curriculum"
 train midtrain $C/diffusion_midtrain.toml $R/diffusion_mid
 stage "5/6 longer mid-training on the last curriculum mixture (~70 min on one idle core)"
 train midtrain $C/diffusion_long.toml $R/diffusion_long
