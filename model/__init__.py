@@ -16,16 +16,17 @@ from importlib import import_module, resources
 from pathlib import Path
 
 from coda_model.config import CodaConfig
+from coda_model.decode_config import ALGORITHMS, CACHE_KINDS, DecodeConfig
 from coda_model.errors import ModelLoadError
 
 _LAZY = {
     "CodaLM": "coda_model.network",
     "LoadedModel": "coda_model.checkpoint", "load_model": "coda_model.checkpoint", "save_model": "coda_model.checkpoint",
     "CodaTokenizer": "coda_model.tokenizer",
-    "Engine": "coda_model.engine", "DecodeConfig": "coda_model.engine", "DenoiseState": "coda_model.engine",
+    "Engine": "coda_model.engine", "DenoiseState": "coda_model.engine",
 }
 
-__all__ = ["CodaConfig", "ModelLoadError", "default_model_path", *_LAZY]
+__all__ = ["CodaConfig", "DecodeConfig", "ALGORITHMS", "CACHE_KINDS", "ModelLoadError", "default_model_path", *_LAZY]
 
 
 def default_model_path() -> Path:

@@ -24,8 +24,9 @@ from typing import Optional
 
 import torch
 
+from coda_model.decode_config import CACHE_KINDS
+
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # each [B, H_kv, S, head_dim]
-CACHE_KINDS = ("none", "prefix", "dual")
 
 
 class _ContextCache:
@@ -106,5 +107,5 @@ def make_cache(kind: str, num_layers: int, batch: int, num_kv_heads: int, seq_le
         return None
     cls = {"prefix": PrefixCache, "dual": DualCache}.get(kind)
     if cls is None:
-        raise ValueError(f"unknown cache {kind!r}: use none, prefix or dual")
+        raise ValueError(f"unknown cache {kind!r}: use one of {', '.join(CACHE_KINDS)}")
     return cls(num_layers, batch, num_kv_heads, seq_len, head_dim, dtype, device)

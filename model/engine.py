@@ -36,50 +36,9 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from coda_model.cache import CACHE_KINDS, make_cache
-from coda_model.sampler import ALGORITHMS, denoise_step
-
-
-@dataclass
-class DecodeConfig:
-    """How to denoise a hole. Validated on construction."""
-
-    steps: int = 32                  # max denoise steps (forwards) for the hole; clamped to the hole length
-    alg: str = "entropy"             # origin | maskgit_plus | topk_margin | entropy (spec §5.2)
-    temperature: float = 0.0         # 0 = greedy proposals
-    top_p: Optional[float] = None    # nucleus filter on the proposals
-    top_k: Optional[int] = None      # top-k filter on the proposals
-    alg_temp: Optional[float] = None  # sample positions from softmax(confidence / alg_temp) instead of top-k
-    eps: float = 1e-3                # end of the linear 1 -> eps timestep schedule
-    threshold: Optional[float] = None  # reveal every position with p(token) >= threshold, >= 1 per step
-    block_length: Optional[int] = None  # semi-autoregressive blocks of this many hole tokens (None = one block)
-    cache: str = "none"              # "none" (exact) | "prefix" | "dual" (approximate, refreshed per block)
-    seed: Optional[int] = 0          # RNG seed for sampling; None = fresh randomness
-    cache_refresh: Optional[int] = None  # with a cache: also refresh every this many steps inside a block
-
-    def __post_init__(self) -> None:
-        if self.alg not in ALGORITHMS:
-            raise ValueError(f"unknown alg {self.alg!r}: use one of {', '.join(ALGORITHMS)}")
-        if self.cache not in CACHE_KINDS:
-            raise ValueError(f"unknown cache {self.cache!r}: use one of {', '.join(CACHE_KINDS)}")
-        if int(self.steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.alg_temp is not None and self.alg_temp < 0:
-            raise ValueError(f"alg_temp must be >= 0, got {self.alg_temp}")
-        if not 0 < self.eps < 1:
-            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
-        if self.threshold is not None and not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1] (or None for the fixed schedule), got {self.threshold}")
-        if self.block_length is not None and self.block_length < 1:
-            raise ValueError(f"block_length must be >= 1 (or None for one block), got {self.block_length}")
-        if self.cache_refresh is not None and self.cache_refresh < 1:
-            raise ValueError(f"cache_refresh must be >= 1 (or None), got {self.cache_refresh}")
+from coda_model.cache import make_cache
+from coda_model.decode_config import DecodeConfig
+from coda_model.sampler import denoise_step
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+from coda_model.decode_config import ALGORITHMS
 
 
 def timesteps(steps: int, eps: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from coda_model.checkpoint import load_model
-from coda_model.engine import DecodeConfig, Engine
+from coda_model import DecodeConfig
+from coda_model.engine import Engine
 from coda_lsp.options import ServerOptions
 
 REPO = Path(__file__).resolve().parents[3]
