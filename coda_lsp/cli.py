@@ -211,10 +211,20 @@ def serve(argv: Sequence[str]) -> int:
     return 0
 
 
+# `coda-lsp NAME ...`: NAME -> "module:function" taking (name, argv) and returning an exit code.
+# Each subcommand lives in its own module; this table is the only place that lists them.
+SUBCOMMANDS = {
+    "complete": "coda_lsp.cli:run_oneshot",
+    "fill": "coda_lsp.cli:run_oneshot",
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("complete", "fill"):
-        return run_oneshot(argv[0], argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        from importlib import import_module
+        module, _, func = SUBCOMMANDS[argv[0]].partition(":")
+        return getattr(import_module(module), func)(argv[0], argv[1:])
     return serve(argv)
 
 
