@@ -38,6 +38,8 @@ class DecodeConfig:
     cache: str = "none"              # "none" (exact) | "prefix" | "dual" (approximate, refreshed per block)
     seed: Optional[int] = 0          # RNG seed for sampling; None = fresh randomness
     cache_refresh: Optional[int] = None  # with a cache: also refresh every this many steps inside a block
+    vicinity: Optional[int] = None   # with a cache: a new block recomputes only the decided block and the new
+                                     # window, +- this many tokens (dInfer's vicinity refresh); None = everything
 
     def __post_init__(self) -> None:
         if self.alg not in ALGORITHMS:
@@ -62,6 +64,8 @@ class DecodeConfig:
             raise ValueError(f"block_length must be >= 1 (or None for one block), got {self.block_length}")
         if self.cache_refresh is not None and self.cache_refresh < 1:
             raise ValueError(f"cache_refresh must be >= 1 (or None), got {self.cache_refresh}")
+        if self.vicinity is not None and self.vicinity < 0:
+            raise ValueError(f"vicinity must be >= 0 (or None for a full refresh per block), got {self.vicinity}")
 
     # ------------------------------------------------------------------------------------ presets
     @classmethod

@@ -31,12 +31,14 @@ and yielded states are copies. Dropping the iterator at any point leaves nothing
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import torch
 
 from coda_model.cache import make_cache
+from coda_model.context_reuse import ContextSlot, SequenceKV, plan_reuse
 from coda_model.decode_config import DecodeConfig
 from coda_model.sampler import denoise_step
 
@@ -87,6 +89,7 @@ class Engine:
         if self.tokenizer is not None:
             self.stop_ids |= {int(self.tokenizer.eos_id), int(self.tokenizer.pad_id)}
         self.max_context = int(max_context or self.config.max_position_embeddings)
+        self.model_id = uuid.uuid4().hex   # a stored context is only ever served to the model that made it
 
     # ----------------------------------------------------------------------------------- inputs
     def _check_ids(self, ids: Sequence[int], what: str) -> list[int]:
@@ -111,8 +114,17 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- public API
     def infill(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], *, length: int,
-               config: Optional[DecodeConfig] = None, num_candidates: int = 1) -> Iterator[DenoiseState]:
-        """Fill `length` masked tokens between prefix and suffix; yields a DenoiseState after every step."""
+               config: Optional[DecodeConfig] = None, num_candidates: int = 1,
+               context: Optional[ContextSlot] = None, stop_when_ended: bool = True) -> Iterator[DenoiseState]:
+        """Fill `length` masked tokens between prefix and suffix; yields a DenoiseState after every step.
+
+        context: where the previous request's K/V for this caller (a document) live; with a cache, the
+        first refresh recomputes only what changed since (`coda_model.context_reuse`), and the new
+        context is left there. Ignored with `cache='none'` (exact decoding stays exact).
+        stop_when_ended: stop once every candidate's text is final (an eos/pad with nothing masked
+        before it): `hole_text` cannot change, so later blocks are not decoded. The last state is then
+        `done` with the positions after the end still masked.
+        """
         config = config or DecodeConfig()
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
@@ -125,7 +137,8 @@ class Engine:
         prefix, suffix = self.fit_context(prefix, suffix, length)
         row = prefix + [self.mask_id] * length + suffix
         x = torch.tensor([row] * num_candidates, dtype=torch.long, device=self.device)
-        return self._denoise(x, len(prefix), length, config, key_mask=None)
+        return self._denoise(x, len(prefix), length, config, key_mask=None, context=context,
+                             stop_when_ended=stop_when_ended)
 
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                  config: Optional[DecodeConfig] = None) -> list[list[int]]:
@@ -185,7 +198,8 @@ class Engine:
                             confidence=torch.empty(num_candidates, 0), step=0, steps=0, done=True)
 
     def _denoise(self, x: torch.Tensor, h0: int, length: int, config: DecodeConfig,
-                 key_mask: Optional[torch.Tensor]) -> Iterator[DenoiseState]:
+                 key_mask: Optional[torch.Tensor], context: Optional[ContextSlot] = None,
+                 stop_when_ended: bool = False) -> Iterator[DenoiseState]:
         """x: [C, N] with masks at [h0, h0 + length). Yields after every forward."""
         num_rows, seq_len = x.shape
         if key_mask is None:
@@ -200,45 +214,124 @@ class Engine:
         cfg = self.config
         cache = make_cache(config.cache, cfg.num_hidden_layers, num_rows, cfg.num_key_value_heads, seq_len,
                            cfg.head_dim, self.dtype, x.device)
+        ctx = _Context(self, x, position_ids, key_mask, cache, context if cache is not None else None, h0)
         tokens = x[:, h0:h0 + length]  # a view: revealing a token writes it into the model input
         masked = torch.ones(num_rows, length, dtype=torch.bool, device=x.device)
         confidence = torch.zeros(num_rows, length, dtype=torch.float32, device=x.device)
         plan = plan_blocks(length, config.steps, config.block_length)
         total = sum(s for _, _, s in plan)
         step = 0
+        prev_window: Optional[tuple[int, int]] = None
         for start, end, block_steps in plan:
             lo, hi = h0 + start, h0 + end
             window = (max(lo - 1, 0), hi)
             for i in range(block_steps):
                 if not masked[:, start:end].any():
                     break
-                refresh = i == 0 or (config.cache_refresh is not None and i % config.cache_refresh == 0)
                 with torch.no_grad():
                     # the lm_head (151,936 rows) only where some candidate still has a mask
                     columns = masked[:, start:end].any(0).nonzero().squeeze(-1)
-                    logits = self._block_logits(x, lo + columns, window, cache, refresh, key_mask, position_ids)
+                    targets = lo + columns
+                    if cache is None:
+                        logits = self._full_logits(x, targets, position_ids, key_mask)
+                    elif i == 0 and prev_window is not None and config.vicinity is not None:
+                        # dInfer's vicinity refresh: the decided block and the new window, not the file
+                        span = (max(0, prev_window[0] - config.vicinity), min(seq_len, window[1] + config.vicinity))
+                        logits = ctx.refresh(targets, window, span)
+                    elif i == 0 or (config.cache_refresh is not None and i % config.cache_refresh == 0):
+                        logits = ctx.refresh(targets, window, None, first=prev_window is None and i == 0)
+                    else:
+                        logits = self._cached_logits(x, targets, cache, position_ids)
                     denoise_step(logits, tokens[:, start:end], masked[:, start:end], confidence[:, start:end],
                                  step=i, steps=block_steps, alg=config.alg, temperature=config.temperature,
                                  top_p=config.top_p, top_k=config.top_k, alg_temp=config.alg_temp, eps=config.eps,
                                  threshold=config.threshold, generator=generator, columns=columns)
                 step += 1
-                done = not bool(masked.any())
+                done = not bool(masked.any()) or (stop_when_ended and self.text_ended(tokens, masked))
                 yield DenoiseState(tokens=tokens.clone(), masked=masked.clone(), confidence=confidence.clone(),
                                    step=step, steps=total, done=done)
                 if done:
                     return
+            prev_window = window
 
-    def _block_logits(self, x: torch.Tensor, targets: torch.Tensor, window: tuple[int, int], cache, refresh: bool,
-                      key_mask: Optional[torch.Tensor], position_ids: torch.Tensor) -> torch.Tensor:
-        """Shifted logits [C, K, V] for the K sequence positions `targets`: token j is read at output j - 1."""
+    def text_ended(self, tokens: torch.Tensor, masked: torch.Tensor) -> bool:
+        """True when every row has an eos/pad with no masked position before it: `hole_text` is final."""
+        stops = torch.tensor(sorted(self.stop_ids), device=tokens.device)
+        stop = torch.isin(tokens, stops) & ~masked
+        length = tokens.shape[1]
+        first_stop = torch.where(stop.any(1), stop.int().argmax(1), length + 1)
+        first_mask = torch.where(masked.any(1), masked.int().argmax(1), length)
+        return bool((first_stop < first_mask).all())
+
+    def _full_logits(self, x: torch.Tensor, targets: torch.Tensor, position_ids: torch.Tensor,
+                     key_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Exact mode: shifted logits [C, K, V] for positions `targets` from a forward over the whole sequence."""
         out_pos = (targets - 1).clamp(min=0)
-        if cache is None or refresh:
-            out = self.model(x, position_ids=position_ids, attention_mask=key_mask, use_cache=cache is not None,
-                             logits_index=out_pos)
-            if cache is not None:
-                cache.update(out.key_values, window, key_mask)
-            return out.logits
+        return self.model(x, position_ids=position_ids, attention_mask=key_mask, logits_index=out_pos).logits
+
+    def _cached_logits(self, x: torch.Tensor, targets: torch.Tensor, cache, position_ids: torch.Tensor) -> torch.Tensor:
+        """A step inside a block: only the cache's input span runs, against the cached context K/V."""
+        out_pos = (targets - 1).clamp(min=0)
         i0, i1 = cache.input_span(x.shape[1])
         out = self.model(x[:, i0:i1], position_ids=position_ids[:, i0:i1], attention_mask=cache.key_mask,
                          past_key_values=cache.past(), logits_index=out_pos - i0)
         return out.logits
+
+
+class _Context:
+    """One request's context K/V: full or partial refreshes into a `SequenceKV`, which fills the cache.
+
+    The first refresh of a request may start from the slot's stored entry (recomputing only what
+    changed) and leaves the new entry there; a partial refresh recomputes a span against the rest.
+    Padded batches (`key_mask`) always refresh in full.
+    """
+
+    def __init__(self, engine: Engine, x: torch.Tensor, position_ids: torch.Tensor,
+                 key_mask: Optional[torch.Tensor], cache, slot: Optional[ContextSlot], h0: int) -> None:
+        self.engine, self.x, self.position_ids, self.key_mask, self.cache = engine, x, position_ids, key_mask, cache
+        self.slot = slot if key_mask is None else None
+        self.h0 = h0
+        self.kv: Optional[SequenceKV] = None
+        self.last_span: Optional[tuple[int, int]] = None   # what the latest refresh recomputed (tests, benchmarks)
+
+    def refresh(self, targets: torch.Tensor, window: tuple[int, int], span: Optional[tuple[int, int]],
+                first: bool = False) -> torch.Tensor:
+        """Recompute K/V of `span` (None = every position), fill the cache for `window`; logits at `targets`."""
+        eng, x = self.engine, self.x
+        reuse = None
+        if first and self.slot is not None:
+            ids = x[0].tolist()
+            reuse = self._reuse(ids, window)
+            span = (reuse[1].start, reuse[1].end) if reuse is not None else None
+        if span is None or self.key_mask is not None or (self.kv is None and reuse is None):
+            span = (0, x.shape[1])
+        a, b = span
+        out_pos = (targets - 1).clamp(min=0) - a
+        if (a, b) == (0, x.shape[1]):
+            out = eng.model(x, position_ids=self.position_ids, attention_mask=self.key_mask, use_cache=True,
+                            logits_index=out_pos)
+            self.kv = SequenceKV.from_layers(out.key_values)
+        else:
+            out = eng.model(x[:, a:b], position_ids=self.position_ids[:, a:b], past_key_values=self.kv.context(a, b),
+                            use_cache=True, logits_index=out_pos)
+            self.kv.write(a, out.key_values)
+        self.last_span = (a, b)
+        self.cache.update(self.kv.layers(), window, self.key_mask)
+        if first and self.slot is not None:
+            old, plan = reuse if reuse is not None else (None, None)
+            self.slot.store.put(self.slot.key, self.kv.entry(
+                ids, eng.model_id, self.h0, reuses=old.reuses + 1 if plan else 0,
+                changed=old.changed + plan.changed if plan else 0))
+        return out.logits
+
+    def _reuse(self, ids: list[int], window: tuple[int, int]):
+        """(entry, plan) when the slot holds a matching context worth reusing, else None."""
+        eng, cfg = self.engine, self.engine.config
+        store = self.slot.store
+        entry = store.take_valid(self.slot.key, eng.model_id, (cfg.num_hidden_layers, cfg.num_key_value_heads,
+                                 cfg.head_dim), eng.dtype, eng.device)
+        plan = plan_reuse(entry, ids, self.h0, window, store.policy) if entry is not None else None
+        if plan is None:
+            return None
+        self.kv = SequenceKV.from_entry(entry, plan, self.x.shape[1], self.x.shape[0], cfg.rope_theta)
+        return entry, plan
