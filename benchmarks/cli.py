@@ -18,6 +18,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "train": ("coda_bench.train", "training throughput and MFU"),
     "load": ("coda_bench.load_rss", "peak RSS of loading a 1.7B-shape checkpoint"),
     "server": ("coda_bench.server", "language-server latency"),
+    "realsize": ("coda_bench.realsize", "the server's decode at the real 1.7B shape: cold, warm, AR, floor, agreement"),
 }
 
 

@@ -44,6 +44,8 @@ class Scheduler:
         self._latest: dict[str, Ticket] = {}
         self._lock = asyncio.Lock()
         self.active = 0
+        self.waiting = 0        # real (not background) runs waiting for the model: background runs yield to them
+        self.steps_run = 0      # denoise steps run on the worker, all jobs (tests count steps, not seconds)
 
     def ticket(self, key: str) -> Ticket:
         """Register a new request for `key`, superseding the previous one (cancel-previous)."""
@@ -66,7 +68,9 @@ class Scheduler:
                   background: bool = False) -> Optional[StepJob]:
         """Debounce, wait for the model, then step the job; None if superseded (or `abort()`) meanwhile.
 
-        `background` jobs (speculation) are not counted in `active`, which drives the busy status.
+        `background` jobs (speculation) are not counted in `active`, which drives the busy status, and
+        give the model up to any real run that is waiting for it, within one step: a speculative step at
+        1.7B can be a seconds-long refresh, and a request must not queue behind a whole job.
 
         `asyncio.CancelledError` ($/cancelRequest) propagates from the await of the running step.
         """
@@ -74,22 +78,35 @@ class Scheduler:
             await asyncio.sleep(debounce_ms / 1000)
             if ticket.stale:
                 return None
-        async with self._lock:
-            if ticket.stale or (abort is not None and abort()):
+        self.waiting += not background
+        try:
+            await self._lock.acquire()
+        finally:
+            self.waiting -= not background
+        try:
+            if ticket.stale or (abort is not None and abort()) or (background and self.waiting):
                 return None
             self.active += not background
             try:
                 job = await self.call(make_job)
                 while not job.done:
-                    partial = await self.call(job.step)
+                    partial = await self.call(self._step, job)
                     if ticket.stale or (abort is not None and abort()):
+                        return None
+                    if background and self.waiting:   # a real request preempts speculation within one step
                         return None
                     on_step(partial)
                 return job
             finally:
                 self.active -= not background
-                if self._latest.get(ticket.key) is ticket:
-                    del self._latest[ticket.key]
+        finally:
+            self._lock.release()
+            if self._latest.get(ticket.key) is ticket:
+                del self._latest[ticket.key]
+
+    def _step(self, job: StepJob) -> Any:
+        self.steps_run += 1
+        return job.step()
 
     def shutdown(self) -> None:
         for t in self._latest.values():
