@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-line", action="store_true", help="keep only the first non-blank line of a prediction")
     ap.add_argument("--cache", default="none", choices=("none", "prefix", "dual"),
                     help="KV cache (diffusion); the LSP decodes with --steps 16 --threshold 0.9 --cache dual "
-                         "--block-length 8 (coda_lsp.options.ServerOptions)")
+                         "--block-length 8 (coda_model.DecodeConfig.editor())")
     ap.add_argument("--out", default="")
     ap.add_argument("--nll-samples", type=int, default=8, help="sigma samples per middle (diffusion ELBO)")
     ap.add_argument("--order", choices=("elbo", "l2r"), default="elbo",
