@@ -11,28 +11,19 @@ position draws), so even sampled runs must agree token for token.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for this module: the CPU is shared, and OpenMP threads spinning at barriers
-    on an oversubscribed machine made forwards many times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 import torch.nn.functional as F
-
-from pathlib import Path
 
 from coda_model.checkpoint import LoadedModel
 from coda_model.config import CodaConfig
 from coda_model.engine import DecodeConfig, Engine
 from coda_model.network import CodaLM, init_weights, shift_logits
 from coda_model.sampler import denoise_step, num_to_reveal, timesteps, top_k_logits, top_p_logits
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LOGIT_SCALE = 40.0  # sharpen the random head so confidences are spread out (no near-ties between positions)
 
