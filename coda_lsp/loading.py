@@ -48,6 +48,7 @@ class LoadedEngine:
     device: str
     dtype: str
     load_s: float
+    contexts: Any = None        # coda_model.context_reuse.ContextStore: context K/V by document URI, or None (off)
 
 
 def cpu_threads(requested: Optional[int]) -> int:
@@ -82,4 +83,17 @@ def load_engine(options: ServerOptions) -> LoadedEngine:
     from coda_model.engine import Engine
     loaded = load_model(path, device=options.device, dtype=options.dtype)
     return LoadedEngine(Engine(loaded), loaded.tokenizer, path, str(loaded.device),
-                        str(loaded.dtype).replace("torch.", ""), time.perf_counter() - t0)
+                        str(loaded.dtype).replace("torch.", ""), time.perf_counter() - t0,
+                        context_store(options.context_cache_mb))
+
+
+MAX_CONTEXT_DOCUMENTS = 16   # entries of the context store; `contextCacheMb` bounds their bytes
+
+
+def context_store(megabytes: int):
+    """The per-document context K/V store: at most MAX_CONTEXT_DOCUMENTS documents and `megabytes` MB
+    (least recently used dropped first; one entry over the bound is still kept), None when 0."""
+    if megabytes <= 0:
+        return None
+    from coda_model.context_reuse import ContextStore
+    return ContextStore(max_entries=MAX_CONTEXT_DOCUMENTS, max_bytes=megabytes * 2**20)

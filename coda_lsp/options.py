@@ -35,6 +35,7 @@ class ServerOptions:
     streaming: bool = False              # send coda/partialCompletion notifications
     speculate: bool = True               # after a completion, compute the one that follows accepting it
     threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
+    context_cache_mb: int = 512          # context K/V kept across requests, all documents (0 = recompute every time)
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -140,6 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
             _bool, flag=""),
     Setting("threads", "threads", "CPU threads for the model (default: OMP_NUM_THREADS, else half the cores, so "
                                   "a busy core does not stall every step)", _optional(_positive_int)),
+    Setting("contextCacheMb", "context_cache_mb", "MB of context keys/values kept across requests (per document, "
+                                                  "least recently used dropped first; 0 = off)", _non_negative_int),
 )
 BY_WIRE = {s.wire: s for s in SETTINGS}
 

@@ -100,6 +100,7 @@ class InferRequest:
     decode: DecodeConfig        # already adapted to this hole (`decode_for`)
     context_tokens: int         # token budget for extra + prefix + suffix
     model: str = ""             # which model decodes (part of the result-cache key)
+    document: str = ""          # where the decode's context K/V are kept between requests ("" = nowhere)
 
     def cache_key(self) -> str:
         return ResultCache.key(self.extra, self.prefix, self.suffix, self.length, self.num_candidates,
@@ -115,10 +116,10 @@ def decode_for(decode: DecodeConfig, length: int, num_candidates: int) -> Decode
 
 
 def infer_request(ctx: CompletionContext, options: ServerOptions, num_candidates: int,
-                  request_id: str = "") -> InferRequest:
+                  request_id: str = "", document: str = "") -> InferRequest:
     return InferRequest(request_id, ctx.extra, ctx.prefix, ctx.suffix, ctx.length, num_candidates,
                         decode_for(options.decode, ctx.length, num_candidates), options.context_tokens,
-                        options.model_path or "")
+                        options.model_path or "", document)
 
 
 def fit_budget(extra: list[int], prefix: list[int], suffix: list[int], budget: int
@@ -163,7 +164,8 @@ class InfillJob:
         if self._it is None:
             r = self.request
             self._it = iter(self.lm.engine.infill(self.prompt_ids, self.suffix_ids, length=r.length,
-                                                  config=r.decode, num_candidates=r.num_candidates))
+                                                  config=r.decode, num_candidates=r.num_candidates,
+                                                  context=self._context_slot()))
         try:
             self.state = next(self._it)
             self.num_steps += 1
@@ -181,6 +183,14 @@ class InfillJob:
         if self.state is None:
             return []
         return [self.lm.engine.hole_text(self.state, c) for c in range(self.request.num_candidates)]
+
+    def _context_slot(self):
+        """The document's entry in the server's context store (the engine reuses and replaces it)."""
+        store = getattr(self.lm, "contexts", None)
+        if store is None or not self.request.document:
+            return None
+        from coda_model.context_reuse import ContextSlot
+        return ContextSlot(store, self.request.document)
 
 
 def infer(lm: LoadedEngine, request: InferRequest) -> InfillJob:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from coda_lsp import pipeline
 from coda_lsp.context import CompletionContext
 from coda_lsp.documents import Document, DocumentStore, Pos
-from coda_lsp.loading import LoadedEngine, load_engine, set_cpu_threads
+from coda_lsp.loading import LoadedEngine, context_store, load_engine, set_cpu_threads
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
@@ -92,8 +92,11 @@ class CompletionService:
         if reload:
             log.info("model settings changed: reloading")
             self.model = None
-        elif self.options.threads != old.threads and self.model is not None:
-            self.apply_threads()   # a load in progress reads the new value itself
+        elif self.model is not None:
+            if self.options.threads != old.threads:
+                self.apply_threads()   # a load in progress reads the new value itself
+            if self.options.context_cache_mb != old.context_cache_mb:
+                self.model.contexts = context_store(self.options.context_cache_mb)
         return Reconfigured(warnings, reload)
 
     def apply_threads(self) -> None:
@@ -110,6 +113,8 @@ class CompletionService:
     def close(self, uri: str) -> None:
         self.docs.close(uri)
         self.type_cache.clear(uri)
+        if self.model is not None and self.model.contexts is not None:
+            self.model.contexts.drop(uri)   # its context K/V are freed with the document
 
     # --- requests --------------------------------------------------------------------------------------
     async def complete(self, uri: str, pos: Pos, *, invoked: bool = False,
@@ -179,7 +184,7 @@ class CompletionService:
         uri, version = doc.uri, doc.version
         start, end = doc.position_at(ctx.start), doc.position_at(ctx.end)
         ticket = self.scheduler.ticket(key or uri)
-        request = pipeline.infer_request(ctx, self.options, num_candidates, rid)
+        request = pipeline.infer_request(ctx, self.options, num_candidates, rid, document=uri)
         cache_key = request.cache_key()
         texts, source, job = self.result_cache.get(cache_key), "cache", None
         if texts is None and cache_key in self.speculations:   # computed ahead for exactly this hole: join it
@@ -236,7 +241,7 @@ class CompletionService:
         seen = doc.text
         accepted = doc.fork(ctx.start, ctx.end, item)
         request = pipeline.infer_request(self.context(accepted, ctx.start + len(item)), self.options, 1,
-                                         self.next_id("s"))
+                                         self.next_id("s"), document=uri)
         key = request.cache_key()
         if key in self.speculations or self.result_cache.get(key) is not None:
             return

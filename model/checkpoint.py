@@ -57,8 +57,12 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto': bf16 on GPUs and on CPUs (fast there with AVX-512 bf16), never fp16 on CPU."""
+    """'auto': bf16 on GPUs; on a CPU bf16 only with bf16 matrix units, measured (`coda_model.cpu_dtype`),
+    else fp32. Never fp16 on CPU."""
     if dtype == "auto":
+        if device.type == "cpu":
+            from coda_model.cpu_dtype import choose_cpu_dtype
+            return choose_cpu_dtype()
         return torch.bfloat16
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32 or bfloat16")

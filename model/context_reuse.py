@@ -22,6 +22,7 @@ recomputes only from the first changed token; this module does the same for the 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, Optional, Sequence
@@ -101,6 +102,8 @@ def plan_reuse(entry: ContextEntry, new_ids: Sequence[int], hole_start: int, win
     if abs(hole_start - entry.hole_start) > policy.max_hole_shift or entry.reuses >= policy.max_reuses:
         return None
     head = _common_prefix(old, new_ids)
+    if head == len(old) == len(new_ids):   # the same sequence again: only the first window is recomputed
+        return ReusePlan(window[0], window[1], window[1], 0, 0)
     room = min(len(old), len(new_ids)) - head
     tail = min(_common_prefix(old[::-1], list(new_ids)[::-1]), room)
     changed = len(new_ids) - tail - head
@@ -174,13 +177,15 @@ class SequenceKV:
 
 class ContextStore:
     """LRU of `ContextEntry` by the caller's key, bounded by entry count and bytes (the newest entry is
-    always kept, alone, even when it is larger than `max_bytes`: it is the one the next request reuses)."""
+    always kept, alone, even when it is larger than `max_bytes`: it is the one the next request reuses).
+    Thread-safe: the decode thread reads and writes it while a server thread may drop a closed document."""
 
     def __init__(self, max_entries: int = 8, max_bytes: int = 1 << 30, policy: ReusePolicy = ReusePolicy()) -> None:
         if max_entries < 1 or max_bytes < 0:
             raise ValueError(f"max_entries must be >= 1 and max_bytes >= 0, got {max_entries}, {max_bytes}")
         self.max_entries, self.max_bytes, self.policy = max_entries, max_bytes, policy
         self._entries: OrderedDict[Hashable, ContextEntry] = OrderedDict()
+        self._lock = threading.Lock()
         self.dropped = 0   # entries refused as mismatched (for tests and the benchmark)
 
     def __len__(self) -> int:
@@ -190,13 +195,15 @@ class ContextStore:
         return key in self._entries
 
     def size_bytes(self) -> int:
-        return sum(e.nbytes for e in self._entries.values())
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values())
 
     def get(self, key: Hashable) -> Optional[ContextEntry]:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
 
     def take_valid(self, key: Hashable, model_id: str, shape: tuple[int, int, int], dtype: torch.dtype,
                    device: torch.device) -> Optional[ContextEntry]:
@@ -209,16 +216,20 @@ class ContextStore:
         return entry
 
     def put(self, key: Hashable, entry: ContextEntry) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = entry
-        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.size_bytes() > self.max_bytes):
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = entry
+            total = sum(e.nbytes for e in self._entries.values())
+            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or total > self.max_bytes):
+                total -= self._entries.popitem(last=False)[1].nbytes
 
     def drop(self, key: Hashable) -> None:
-        self._entries.pop(key, None)
+        with self._lock:
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def test_run_once_refuses_a_document_it_should_not_complete(tiny_model_dir):
 async def _service_items(cases: list[dict]) -> list:
     """Each hole as an editor asks for it: an automatic request, then an invoked one (answered by type-through)."""
     from coda_lsp.service import CompletionService
-    svc = CompletionService(ServerOptions(speculate=False, debounce_ms=0))
+    svc = CompletionService(ServerOptions(speculate=False, debounce_ms=0, dtype="bfloat16"))   # as captured
     await svc.load()
     assert svc.ready, svc.message
     out = []

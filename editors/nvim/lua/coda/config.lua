@@ -33,6 +33,7 @@ M.defaults = {
   speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
   block_length = nil, ---@type integer? with a cache, decode in left-to-right blocks of this many tokens (server default 8)
   threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
+  context_cache_mb = nil, ---@type integer? MB of context K/V kept across requests (server default: 512; 0 = off)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -53,6 +54,7 @@ M.server_keys = {
   speculate = 'speculate',
   block_length = 'blockLength',
   threads = 'threads',
+  context_cache_mb = 'contextCacheMb',
 }
 
 ---@type coda.Config
