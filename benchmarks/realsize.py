@@ -48,7 +48,7 @@ from coda_model.engine import Engine, token_agreement
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SERVER_VICINITY = 8   # what the server decodes with (coda_lsp options: decode preset + vicinity)
+SERVER_VICINITY = DecodeConfig.editor().vicinity   # what the server decodes with
 
 
 def realsize_dir(cache_dir: Optional[Path] = None) -> Path:
@@ -63,7 +63,7 @@ def realsize_dir(cache_dir: Optional[Path] = None) -> Path:
 
 
 def server_config() -> DecodeConfig:
-    return replace(DecodeConfig.editor(), vicinity=SERVER_VICINITY)
+    return DecodeConfig.editor()
 
 
 # ----------------------------------------------------------------------------------------------- holes
@@ -128,7 +128,7 @@ def hf_twin(loaded):
     missing = [k for k in missing if "rotary" not in k]
     if missing:
         raise SystemExit(f"transformers twin lacks {missing[:3]}")
-    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hf_cfg, device="cpu")
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hf_cfg)   # its inv_freq buffer, off the meta device
     return hf.eval()
 
 
@@ -165,7 +165,7 @@ def agreement(engine: Engine, holes: list[tuple[list[int], list[int], list[int]]
 
     holes: (prefix, suffix, prefix before the last character was typed) token ids."""
     base = DecodeConfig.editor()
-    modes = {"per-block refresh (today)": base, "vicinity 0": replace(base, vicinity=0),
+    modes = {"full refresh per block (before)": replace(base, vicinity=None), "vicinity 0": replace(base, vicinity=0),
              f"vicinity {SERVER_VICINITY}": replace(base, vicinity=SERVER_VICINITY)}
     scores: dict[str, list[tuple[bool, float]]] = {m: [] for m in [*modes, "warm reuse (one char typed)"]}
     for prefix, suffix, before in holes:
@@ -216,31 +216,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--hole", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
-    ap.add_argument("--default-holes", type=int, default=40, help="held-out stdlib line holes for the default model")
+    ap.add_argument("--threads", type=int, default=None, help="default: the server's (half the cores)")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                    help="auto = the server's choice on this CPU (bf16 only with AMX, measured)")
+    ap.add_argument("--model", type=Path, default=None, help="measure this directory instead of the random 1.7B one")
+    ap.add_argument("--default-holes", type=int, default=30, help="held-out stdlib line holes for the default model")
     ap.add_argument("--random-holes", type=int, default=2, help="holes for agreement on the random 1.7B weights")
     ap.add_argument("--skip-random-agreement", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "realsize.json")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from coda_lsp.loading import set_cpu_threads
+    set_cpu_threads(args.threads)   # the server's own choice unless --threads
     result: dict = {"machine": machine(), "context_tokens": args.context, "hole_tokens": args.hole,
                     "decode": {**server_config().__dict__}}
 
     # the trained default model first: cheap, and the agreement target is about it
     small = load_model(default_model_path(), device="cpu", dtype="auto")
-    rows = stdlib_line_holes(args.default_holes)
-    result["default_model_agreement"] = agreement(Engine(small), typed_holes(small.tokenizer, rows, args.context), 24)
+    rows = stdlib_line_holes(max(args.default_holes, args.random_holes))
+    result["default_model_agreement"] = agreement(Engine(small), typed_holes(small.tokenizer, rows[:args.default_holes],
+                                                                             args.context), 24)
     result["default_model_holes"] = "single-line holes of stdlib modules held out of its training: " + \
         ", ".join(STRUCTURED_SOURCES)
     print(json.dumps(result["default_model_agreement"], indent=1), file=sys.stderr)
     del small
 
-    path = realsize_dir(args.cache_dir)
+    path = args.model or realsize_dir(args.cache_dir)
     t0 = time.perf_counter()
     lm = load_model(path, device="cpu", dtype=args.dtype)
-    result["load_s"] = round(time.perf_counter() - t0, 1)
+    result.update(model=str(path), dtype=str(lm.dtype).removeprefix("torch."), load_s=round(time.perf_counter() - t0, 1))
     engine, tok = Engine(lm), lm.tokenizer
     prefix, suffix = block_hole(tok, args.context)
     hf = hf_twin(lm)
@@ -273,9 +276,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "cached_step_over_floor": round(costs["cached_step_s"] / floor, 2),
         "refresh_over_floor": round(costs["refresh_s"] / floor, 2),
     })
-    if not args.skip_random_agreement:
-        short = [(p[-96:], s[:32], b[-96:]) for p, s, b in typed_holes(tok, rows[:args.random_holes], 128)]
-        result["random_1p7b_agreement"] = agreement(engine, short, 16)
+    if not args.skip_random_agreement:   # exact decoding at this size is a full forward per step: short contexts
+        short = [(p[-64:], s[:16], b[-64:]) for p, s, b in typed_holes(tok, rows[:args.random_holes], 128)]
+        result["random_weights_agreement"] = agreement(engine, short, 16)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

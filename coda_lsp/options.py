@@ -130,6 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
                                               "fixed schedule only"),
     Setting("cache", "decode.cache", f"context K/V reuse within a block: {' | '.join(CACHE_KINDS)} (none = exact)"),
     Setting("blockLength", "decode.block_length", "with a cache, decode left to right in blocks of this many tokens"),
+    Setting("vicinity", "decode.vicinity", "with a cache, a new block recomputes the decided block and this many "
+                                           "tokens around it, not the whole context; 'none' = the whole context"),
     Setting("debounceMs", "debounce_ms", "wait after an automatic trigger before running the model",
             _non_negative_int),
     Setting("contextTokens", "context_tokens", "token budget for prefix + suffix + other files' snippets",

@@ -70,12 +70,17 @@ class DecodeConfig:
     # ------------------------------------------------------------------------------------ presets
     @classmethod
     def editor(cls) -> "DecodeConfig":
-        """The language server's decode: at most 16 forwards, τ 0.9 threshold, dual cache, blocks of 8.
+        """The language server's decode: at most 16 forwards, τ 0.9 threshold, dual cache, blocks of 8,
+        vicinity refresh of 8 tokens.
 
         Blocks of 8 (not one block): on held-out lines the default model reaches edit similarity
         0.219 with blocks of 8 vs 0.140 with one block (it fills a single block's end with pads first).
+        Vicinity 8 (not a full refresh per block): on 30 single-line holes of held-out stdlib modules the
+        default model agrees with exact decoding as often either way (text 0.867, tokens 0.972), while a
+        new block costs ~25 tokens instead of the whole context (seconds per block at 1.7B on a CPU).
         """
-        return cls(steps=16, alg="entropy", temperature=0.0, threshold=0.9, cache="dual", block_length=8, seed=0)
+        return cls(steps=16, alg="entropy", temperature=0.0, threshold=0.9, cache="dual", block_length=8, seed=0,
+                   vicinity=8)
 
     @classmethod
     def paper(cls) -> "DecodeConfig":

@@ -34,6 +34,7 @@ M.defaults = {
   block_length = nil, ---@type integer? with a cache, decode in left-to-right blocks of this many tokens (server default 8)
   threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
   context_cache_mb = nil, ---@type integer? MB of context K/V kept across requests (server default: 512; 0 = off)
+  vicinity = nil, ---@type integer? tokens around a decided block recomputed at a new block (server default 8)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -55,6 +56,7 @@ M.server_keys = {
   block_length = 'blockLength',
   threads = 'threads',
   context_cache_mb = 'contextCacheMb',
+  vicinity = 'vicinity',
 }
 
 ---@type coda.Config
