@@ -203,6 +203,7 @@ def serve(argv: Sequence[str]) -> int:
 SUBCOMMANDS = {
     "complete": "coda_lsp.cli:run_oneshot",
     "fill": "coda_lsp.cli:run_oneshot",
+    "calibrate": "coda_lsp.calibrate:main",
 }
 
 

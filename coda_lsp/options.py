@@ -36,6 +36,7 @@ class ServerOptions:
     speculate: bool = True               # after a completion, compute the one that follows accepting it
     threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
     context_cache_mb: int = 512          # context K/V kept across requests, all documents (0 = recompute every time)
+    latency_budget_ms: Optional[int] = None   # measure at load, then fit context/steps/block to it (coda_lsp.calibrate)
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -145,6 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
                                   "a busy core does not stall every step)", _optional(_positive_int)),
     Setting("contextCacheMb", "context_cache_mb", "MB of context keys/values kept across requests (per document, "
                                                   "least recently used dropped first; 0 = off)", _non_negative_int),
+    Setting("latencyBudgetMs", "latency_budget_ms", "measure this device at load and pick context tokens, steps and "
+                                                    "block length so a warm request fits this many ms; none = the "
+                                                    "settings as given", _optional(_positive_int)),
 )
 BY_WIRE = {s.wire: s for s in SETTINGS}
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 from coda_lsp import pipeline
 from coda_lsp.context import CompletionContext
 from coda_lsp.documents import Document, DocumentStore, Pos
+from coda_lsp.calibrate import calibrated
 from coda_lsp.loading import LoadedEngine, context_store, load_engine, set_cpu_threads
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
@@ -72,6 +73,8 @@ class CompletionService:
         self.state, self.message = "loading", f"loading {self.options.model_path or 'the default model'}"
         try:
             self.model = await self.scheduler.call(load_engine, self.options)
+            if self.options.latency_budget_ms:
+                await self.calibrate()
         except Exception as exc:   # ModelUnavailable, ModelLoadError, ImportError of the engine, ...
             self.model = None
             self.state, self.message = "error", f"model not loaded: {exc}"
@@ -80,6 +83,11 @@ class CompletionService:
         m = self.model
         self.state, self.message = "ready", f"model {m.path.name} on {m.device} ({m.dtype}), loaded in {m.load_s:.1f}s"
         log.info("%s", self.message)
+
+    async def calibrate(self) -> None:
+        """latencyBudgetMs: measure this device on the worker and fit context, steps and block length to it."""
+        self.options, costs, choice = await self.scheduler.call(calibrated, self.model.engine, self.options)
+        log.info("latency budget %s ms: measured %s, chose %s", self.options.latency_budget_ms, costs, choice)
 
     def reconfigure(self, raw: Any) -> Reconfigured:
         """Apply workspace/didChangeConfiguration settings: caches cleared, threads applied live,
@@ -97,6 +105,8 @@ class CompletionService:
                 self.apply_threads()   # a load in progress reads the new value itself
             if self.options.context_cache_mb != old.context_cache_mb:
                 self.model.contexts = context_store(self.options.context_cache_mb)
+            if self.options.latency_budget_ms and self.options.latency_budget_ms != old.latency_budget_ms:
+                self._background(self.calibrate())
         return Reconfigured(warnings, reload)
 
     def apply_threads(self) -> None:

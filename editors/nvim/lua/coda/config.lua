@@ -35,6 +35,7 @@ M.defaults = {
   threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
   context_cache_mb = nil, ---@type integer? MB of context K/V kept across requests (server default: 512; 0 = off)
   vicinity = nil, ---@type integer? tokens around a decided block recomputed at a new block (server default 8)
+  latency_budget_ms = nil, ---@type integer? measure at load and fit context/steps/block to this budget (default none)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -57,6 +58,7 @@ M.server_keys = {
   threads = 'threads',
   context_cache_mb = 'contextCacheMb',
   vicinity = 'vicinity',
+  latency_budget_ms = 'latencyBudgetMs',
 }
 
 ---@type coda.Config
