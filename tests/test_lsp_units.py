@@ -208,7 +208,8 @@ def test_result_cache_key_changes_with_every_decode_setting():
     key = pipeline_mod.infer_request(ctx, base, 1).cache_key()
     assert pipeline_mod.infer_request(ctx, ServerOptions(), 1).cache_key() == key
     other = {"steps": 8, "alg": "origin", "temperature": 0.5, "top_p": 0.5, "top_k": 3, "alg_temp": 0.5,
-             "eps": 0.01, "threshold": 0.5, "block_length": 16, "cache": "prefix", "seed": 7, "cache_refresh": 2}
+             "eps": 0.01, "threshold": 0.5, "block_length": 16, "cache": "prefix", "seed": 7, "cache_refresh": 2,
+             "vicinity": None}
     assert set(other) == {f.name for f in fields(base.decode)}, "new DecodeConfig field: add it here"
     for name, value in other.items():
         changed = replace(base, decode=replace(base.decode, **{name: value}))
