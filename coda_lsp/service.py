@@ -24,6 +24,7 @@ from coda_model import default_model_path
 
 from coda_lsp.context import CompletionContext, ContextConfig, build_context
 from coda_lsp.documents import Document, DocumentStore, Pos
+from coda_lsp.hole_ids import encode_hole
 from coda_lsp.options import ServerOptions
 from coda_lsp.postprocess import PostContext, postprocess, unify_newlines
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
@@ -137,23 +138,13 @@ class InfillJob:
                  budget: int = 1024) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         from coda_model.engine import DecodeConfig
-        tok = lm.tokenizer
-        extra = tok.encode(ctx.extra) if ctx.extra else []
-        prefix, suffix = tok.encode(ctx.prefix), tok.encode(ctx.suffix)
-        over = len(extra) + len(prefix) + len(suffix) - budget   # the char estimate was short: trim far ends
-        if over > 0:
-            cut = min(over, len(extra)); extra = extra[cut:]; over -= cut
-            keep_pre = max(0, len(prefix) - (over + 1) // 2 - max(0, (over + 1) // 2 - len(suffix)))
-            prefix = prefix[len(prefix) - keep_pre:]
-            over = len(extra) + len(prefix) + len(suffix) - budget
-            if over > 0:
-                suffix = suffix[: max(0, len(suffix) - over)]
+        ids = encode_hole(lm.tokenizer, ctx.extra, ctx.prefix, ctx.suffix, budget)
         self.lm, self.ctx, self.num_candidates = lm, ctx, num_candidates
         temperature = options.temperature if num_candidates == 1 else max(options.temperature, 0.7)
         self.config = DecodeConfig(steps=max(1, min(options.steps, ctx.length)), alg=options.algorithm,
                                    temperature=temperature, threshold=options.threshold, seed=0,
                                    cache=options.cache, block_length=options.block_length if options.cache != "none" else None)
-        self.prompt_ids, self.suffix_ids = extra + prefix, suffix
+        self.prompt_ids, self.suffix_ids = ids.prompt, ids.suffix
         self._it = None
         self.state = None
         self.done = False
