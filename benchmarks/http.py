@@ -1,0 +1,153 @@
+"""`coda-lsp serve` under concurrent clients: batched denoising vs serving requests one after another.
+
+Two real servers (`coda-lsp serve` subprocesses on 127.0.0.1) load the same model: one batches up to
+8 concurrent requests (`--max-batch 8`, the default), the other denoises one request at a time
+(`--max-batch 1`: requests queue and are served one after another). For 1, 2, 4 and 8 closed-loop
+clients (each sends its next request when the last is answered), both are measured in the same run,
+alternating, on the same llama.vim-shaped `/infill` requests cut from this repository's source files:
+requests/s and p50/p95 latency, and the batched/serial throughput ratio.
+
+Usage: coda-bench http [--model DIR] [--requests 8] [--n-predict 24] [--threads N]
+                       [--out benchmarks/results/http.json]
+       (default model: the embedded default model)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+LEVELS = (1, 2, 4, 8)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def holes(n: int, n_predict: int, seed: int = 0) -> list[dict]:
+    """llama.vim-shaped bodies at random line ends of the repo's own Python files."""
+    rng = random.Random(seed)
+    files = sorted((REPO / "coda_lsp").glob("*.py")) + sorted((REPO / "model").glob("*.py"))
+    out = []
+    while len(out) < n:
+        lines = rng.choice(files).read_text(encoding="utf-8").split("\n")
+        if len(lines) < 20:
+            continue
+        i = rng.randrange(10, len(lines) - 5)
+        cut = rng.randrange(0, len(lines[i]) + 1)
+        out.append({"input_prefix": "\n".join(lines[max(0, i - 40):i]) + "\n", "prompt": lines[i][:cut],
+                    "input_suffix": lines[i][cut:] + "\n" + "\n".join(lines[i + 1:i + 10]), "n_predict": n_predict,
+                    "top_k": 40, "top_p": 0.9, "cache_prompt": True, "stream": False})
+    return out
+
+
+class Served:
+    """A `coda-lsp serve` subprocess on a free port."""
+
+    def __init__(self, model: str | None, max_batch: int, threads: int | None) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        cmd = [sys.executable, "-m", "coda_lsp.cli", "serve", "--port", str(self.port), "--max-batch", str(max_batch),
+               "--log-level", "WARNING"]
+        cmd += ["--model", model] if model else []
+        cmd += ["--threads", str(threads)] if threads else []
+        self.proc = subprocess.Popen(cmd)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait(self) -> None:
+        import httpx
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("coda-lsp serve exited")
+            try:
+                if httpx.get(f"{self.url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+async def measure(url: str, bodies: list[dict], clients: int, per_client: int) -> dict:
+    """Closed loop: `clients` tasks, each sending `per_client` requests one after another."""
+    import httpx
+    latencies: list[float] = []
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        for j in range(per_client):
+            body = bodies[(i * per_client + j) % len(bodies)]
+            t0 = time.perf_counter()
+            r = await http.post(f"{url}/infill", json=body)
+            r.raise_for_status()
+            latencies.append((time.perf_counter() - t0) * 1e3)
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        wall = time.perf_counter() - t0
+    return {"requests": len(latencies), "requests_per_s": len(latencies) / wall,
+            "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="coda-bench http", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="CoDA model directory (default: the embedded default model)")
+    p.add_argument("--requests", type=int, default=8, help="requests per client at each level")
+    p.add_argument("--n-predict", type=int, default=24)
+    p.add_argument("--threads", type=int, default=None, help="model threads of each server")
+    p.add_argument("--out", default=str(RESULTS / "http.json"))
+    args = p.parse_args(argv)
+    bodies = holes(64, args.n_predict)
+    servers = {"batched": Served(args.model, 8, args.threads), "serial": Served(args.model, 1, args.threads)}
+    rows = []
+    try:
+        for s in servers.values():
+            s.wait()
+            asyncio.run(measure(s.url, bodies, 2, 2))   # warm-up
+        for clients in LEVELS:
+            for mode in ("serial", "batched"):
+                r = asyncio.run(measure(servers[mode].url, bodies, clients, args.requests))
+                rows.append({"clients": clients, "mode": mode, **r})
+                print(f"{clients} clients {mode:>8}: {r['requests_per_s']:.2f} req/s  p50 {r['p50_ms']:.0f} ms  "
+                      f"p95 {r['p95_ms']:.0f} ms", file=sys.stderr)
+    finally:
+        for s in servers.values():
+            s.close()
+    by = {(r["clients"], r["mode"]): r for r in rows}
+    ratios = {str(c): by[(c, "batched")]["requests_per_s"] / by[(c, "serial")]["requests_per_s"] for c in LEVELS}
+    result = {"benchmark": "http", "machine": platform.machine(), "python": platform.python_version(),
+              "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
+              "model": args.model or "embedded default model", "n_predict": args.n_predict,
+              "decode": "server default (DecodeConfig.editor(): <=16 steps, threshold 0.9, dual cache, blocks of 8)",
+              "requests_per_client": args.requests, "rows": rows, "throughput_ratio_batched_over_serial": ratios}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print("| clients | serial req/s | batched req/s | ratio | serial p50 / p95 ms | batched p50 / p95 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for c in LEVELS:
+        s, b = by[(c, "serial")], by[(c, "batched")]
+        print(f"| {c} | {s['requests_per_s']:.2f} | {b['requests_per_s']:.2f} | {ratios[str(c)]:.2f}x | "
+              f"{s['p50_ms']:.0f} / {s['p95_ms']:.0f} | {b['p50_ms']:.0f} / {b['p95_ms']:.0f} |")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
