@@ -134,6 +134,9 @@ def test_openai_completions_with_suffix_plain_and_streamed(server) -> None:
     chunks = [json.loads(d) for _, d in events[:-1]]
     assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert all(c["choices"][0]["delta"]["content"] == c["choices"][0]["text"] for c in chunks)
+    fim = httpx.post(f"{server.url}/v1/fim/completions", json={**body, "n": 1}, timeout=60).json()
+    assert fim["choices"][0]["text"] == out["choices"][0]["text"]
 
 
 # ------------------------------------------------------------------------------------------- batching

@@ -179,6 +179,7 @@ def build_app(cfg: ServeConfig, worker: BatchWorker) -> Any:
               Route("/v1/models", ep.models), Route("/models", ep.models),
               Route("/infill", ep.infill, methods=["POST"]),
               Route("/v1/completions", ep.completions, methods=["POST"]),
-              Route("/completions", ep.completions, methods=["POST"])]
+              Route("/completions", ep.completions, methods=["POST"]),
+              Route("/v1/fim/completions", ep.completions, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={BadRequest: bad_request})
     return Guard(app, cfg)

@@ -123,6 +123,11 @@ class OpenAIDialect:
     def _reason(c: Candidate) -> str:
         return "length" if c.final is not None and c.final.stop_type == "limit" else "stop"
 
+    def _chunk(self, index: int, text: str, reason: Optional[str]) -> str:
+        """A stream chunk; the text is also in `delta.content`, where FIM clients of `fim/completions` read it."""
+        return sse({**self._head(), "choices": [{"text": text, "delta": {"content": text}, "index": index,
+                                                 "logprobs": None, "finish_reason": reason}]})
+
     def final(self, spec: HoleSpec, p: Progress) -> dict:
         assert p.timings is not None
         choices = [{"text": _text(c), "index": i, "logprobs": None, "finish_reason": self._reason(c)}
@@ -133,11 +138,8 @@ class OpenAIDialect:
                           "total_tokens": p.timings.prompt_n + done}}
 
     def chunks(self, spec: HoleSpec, p: Progress, sent: list[str]) -> list[str]:
-        out = [sse({**self._head(), "choices": [{"text": d, "index": i, "logprobs": None, "finish_reason": None}]})
-               for i, d in deltas(p, sent)]
+        out = [self._chunk(i, d, None) for i, d in deltas(p, sent)]
         if p.finished:
-            out += [sse({**self._head(), "choices": [{"text": _text(c)[len(sent[i]):], "index": i, "logprobs": None,
-                                                      "finish_reason": self._reason(c)}]})
-                    for i, c in enumerate(p.candidates)]
+            out += [self._chunk(i, _text(c)[len(sent[i]):], self._reason(c)) for i, c in enumerate(p.candidates)]
             out.append(sse("[DONE]"))
         return out
