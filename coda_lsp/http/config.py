@@ -27,10 +27,15 @@ class ServeConfig:
     max_context_tokens: int = 8192     # a request's context_tokens above this are refused
     max_body_bytes: int = 1 << 20      # request bodies above this get 413
     max_queue: int = 64                # requests waiting for the model; one more gets 503
-    max_batch: int = 8                 # rows (requests x candidates) denoised together
+    max_batch: Optional[int] = None    # rows (requests x candidates) denoised together; None = 8 on an
+                                       # accelerator, 1 on CPU (a CPU step costs ~rows x one row: measured
+                                       # 0.85-0.9x the throughput of one-after-another, benchmarks/results/http.json)
     batch_window_ms: float = 2.0       # an idle worker waits this long for requests arriving together
     request_timeout_s: float = 60.0    # a request not answered in this time gets 503 (queue wait included)
     max_candidates: int = 8            # n / n_cmpl above this are refused
+
+    def batch_rows(self, device: str) -> int:
+        return self.max_batch if self.max_batch is not None else (1 if device == "cpu" else 8)
 
     @property
     def loopback(self) -> bool:

@@ -38,7 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-hole", type=int, default=d.max_hole,
                    help=f"hole tokens a request gets at most: min(n_predict, this) (default {d.max_hole})")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"waiting requests before 503 (default {d.max_queue})")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"rows denoised together (default {d.max_batch})")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="rows denoised together (default: 8 on a GPU, 1 on CPU, where a batch step costs about "
+                        "rows x one row)")
     p.add_argument("--timeout", type=float, default=d.request_timeout_s,
                    help=f"seconds a request may take, queue included (default {d.request_timeout_s:g})")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -48,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace, env: dict) -> ServeConfig:
     return replace(ServeConfig(), host=args.host, port=args.port, api_key=args.api_key or env.get("CODA_API_KEY") or None,
                    model_path=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
-                   max_hole=max(1, args.max_hole), max_queue=max(1, args.max_queue), max_batch=max(1, args.max_batch),
+                   max_hole=max(1, args.max_hole), max_queue=max(1, args.max_queue),
+                   max_batch=max(1, args.max_batch) if args.max_batch else None,
                    request_timeout_s=max(1.0, args.timeout))
 
 

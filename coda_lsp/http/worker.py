@@ -91,6 +91,7 @@ class BatchWorker:
         self.lm: Any = None             # coda_lsp.service.LoadedEngine
         self.batches = 0                # batches run, and rows in them (for logs and tests)
         self.rows = 0
+        self.max_rows = 1               # rows per batch, set once the device is known
         self._queue: list[Pending] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -134,6 +135,7 @@ class BatchWorker:
             self.state, self.message = "error", f"model not loaded: {exc}"
             log.error("%s", self.message)
             return
+        self.max_rows = c.batch_rows(self.lm.device)
         self.state, self.message = "ready", f"model {self.lm.path.name} on {self.lm.device} ({self.lm.dtype})"
         log.info("%s, loaded in %.1fs", self.message, self.lm.load_s)
         while True:
@@ -154,7 +156,7 @@ class BatchWorker:
                 self._cond.wait()
             if self._stopping:
                 return None
-            if self.cfg.batch_window_ms > 0 and len(self._queue) < self.cfg.max_batch:
+            if self.max_rows > 1 and self.cfg.batch_window_ms > 0 and len(self._queue) < self.max_rows:
                 self._cond.wait(self.cfg.batch_window_ms / 1000)   # requests arriving together join
             self._queue = [p for p in self._queue if not p.cancelled.is_set()]
             if not self._queue:
@@ -162,7 +164,7 @@ class BatchWorker:
             key, batch, rows = self._queue[0].spec.batch_key, [], 0
             for p in list(self._queue):
                 n = p.spec.num_candidates
-                if p.spec.batch_key == key and (not batch or rows + n <= self.cfg.max_batch):
+                if p.spec.batch_key == key and (not batch or rows + n <= self.max_rows):
                     batch.append(p)
                     rows += n
                     self._queue.remove(p)
