@@ -7,11 +7,15 @@ import threading
 
 import pytest
 
-from coda_lsp.context import build_context
+from dataclasses import replace
+
+from coda_model.decode_config import DecodeConfig
+
+from coda_lsp import pipeline
 from coda_lsp.documents import Document
 from coda_lsp.http.remote import RemoteEngine, RemoteJob, RemoteUnavailable
+from coda_lsp.loading import load_engine
 from coda_lsp.options import ServerOptions
-from coda_lsp.service import InfillJob, load_engine
 from live_http import LiveServer, config, sharp_dir  # noqa: F401  (fixture)
 
 SRC = "import os\n\n\ndef total(xs):\n    s = 0\n    for x in xs:\n        \n    return s\n"
@@ -25,9 +29,14 @@ def server(sharp_dir):
     s.close()
 
 
-def context():
+OPTIONS = ServerOptions(device="cpu", dtype="float32", threads=1,
+                        decode=replace(DecodeConfig.editor(), steps=6, block_length=4))
+
+
+def request(num_candidates: int = 1) -> pipeline.InferRequest:
     doc = Document("file:///w/total.py", SRC, 1, "python")
-    return build_context(doc, SRC.index("        \n") + 8)
+    ctx = pipeline.build_context(doc, SRC.index("        \n") + 8, None, OPTIONS)
+    return pipeline.infer_request(ctx, OPTIONS, num_candidates)
 
 
 def drain(job) -> list[tuple]:
@@ -38,14 +47,11 @@ def drain(job) -> list[tuple]:
 
 
 def test_a_remote_job_gives_what_the_local_job_gives(server, sharp_dir) -> None:
-    options = ServerOptions(model_path=str(sharp_dir), device="cpu", dtype="float32", threads=1, steps=6,
-                            block_length=4)
-    lm = load_engine(options)
-    ctx = context()
+    lm = load_engine(replace(OPTIONS, model_path=str(sharp_dir)))
     for candidates in (1, 2):
-        local = InfillJob(lm, ctx, options, candidates, options.context_tokens)
+        local = pipeline.infer(lm, request(candidates))
         local_steps = drain(local)
-        remote = RemoteJob(RemoteEngine(server.url), ctx, local.config, candidates, options.context_tokens)
+        remote = RemoteJob(RemoteEngine(server.url), request(candidates))
         remote_steps = drain(remote)
         assert remote.texts() == local.texts()
         assert [s[1:4] for s in remote_steps[:-1]] == [s[1:4] for s in local_steps[:len(remote_steps) - 1]]
@@ -57,7 +63,7 @@ def test_a_remote_that_is_down_raises_one_line(server) -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    job = RemoteJob(RemoteEngine(f"http://127.0.0.1:{port}"), context(), config(".").decode)
+    job = RemoteJob(RemoteEngine(f"http://127.0.0.1:{port}"), request())
     with pytest.raises(RemoteUnavailable, match="not reachable") as info:
         job.step()
     assert "\n" not in str(info.value)
@@ -103,7 +109,7 @@ class RawServer:
 def test_slow_or_garbage_remotes_raise_one_line(reply, needle) -> None:
     raw = RawServer(reply)
     try:
-        job = RemoteJob(RemoteEngine(raw.url, read_s=0.5), context(), config(".").decode)
+        job = RemoteJob(RemoteEngine(raw.url, read_s=0.5), request())
         with pytest.raises(RemoteUnavailable, match=needle) as info:
             drain(job)
         assert "\n" not in str(info.value)
@@ -116,7 +122,7 @@ def test_a_wrong_api_key_is_reported(sharp_dir) -> None:
     s.wait()
     try:
         with pytest.raises(RemoteUnavailable, match="HTTP 401"):
-            drain(RemoteJob(RemoteEngine(s.url, api_key="k2"), context(), config(".").decode))
-        assert drain(RemoteJob(RemoteEngine(s.url, api_key="k1"), context(), config(".").decode))[-1][4]
+            drain(RemoteJob(RemoteEngine(s.url, api_key="k2"), request()))
+        assert drain(RemoteJob(RemoteEngine(s.url, api_key="k1"), request()))[-1][4]
     finally:
         s.close()

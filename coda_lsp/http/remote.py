@@ -13,16 +13,15 @@ the next request simply connects again (httpx pools and re-opens connections).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
 import httpx
 
-from coda_model.decode_config import DecodeConfig
 
-
-class RemoteUnavailable(Exception):
+class RemoteUnavailable(ConnectionError):
     """The remote engine could not answer; the message is one line for the status bar."""
 
 
@@ -42,6 +41,7 @@ class RemoteEngine:
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
+            logging.getLogger("httpx").setLevel(logging.WARNING)   # not a line per request in the server's log
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.read_s, connect=self.connect_s))
         return self._client
@@ -52,6 +52,8 @@ class RemoteEngine:
             return str(exc)
         if isinstance(exc, httpx.ConnectError):
             return f"remote engine {self.url} is not reachable ({exc.__class__.__name__})"
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return f"remote engine {self.url} closed the connection mid-answer"
         if isinstance(exc, httpx.TimeoutException):
             return f"remote engine {self.url} did not answer within {self.read_s:g}s"
         if isinstance(exc, httpx.HTTPError):
@@ -64,6 +66,10 @@ class RemoteEngine:
             return str(self.client.get(f"{self.url}/health").json().get("status", "error"))
         except Exception as exc:
             raise RemoteUnavailable(self.describe(exc)) from None
+
+    def open(self, request: Any) -> "RemoteJob":
+        """The job for one `InferRequest` (pipeline.infer calls this for a remote engine)."""
+        return RemoteJob(self, request)
 
     def close(self) -> None:
         if self._client is not None:
@@ -90,20 +96,20 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
 class RemoteJob:
     """One hole on a remote engine, read one denoise step per `step()` call (blocking)."""
 
-    def __init__(self, remote: RemoteEngine, ctx: Any, config: DecodeConfig, num_candidates: int = 1,
-                 budget: int = 1024) -> None:
-        self.remote, self.num_candidates = remote, num_candidates
-        self.body = {"input_extra": [{"filename": "", "text": ctx.extra}] if ctx.extra else [],
-                     "input_prefix": ctx.prefix, "input_suffix": ctx.suffix, "n_predict": ctx.length,
-                     "n_cmpl": num_candidates, "stream_denoise": True, "context_tokens": budget,
-                     "decode": asdict(config)}
+    def __init__(self, remote: RemoteEngine, request: Any) -> None:
+        """`request`: a `coda_lsp.pipeline.InferRequest` (text, hole length, candidates, decode, budget)."""
+        self.remote, self.request, self.num_candidates = remote, request, request.num_candidates
+        self.body = {"input_extra": [{"filename": "", "text": request.extra}] if request.extra else [],
+                     "input_prefix": request.prefix, "input_suffix": request.suffix, "n_predict": request.length,
+                     "n_cmpl": request.num_candidates, "stream_denoise": True,
+                     "context_tokens": request.context_tokens, "decode": asdict(request.decode)}
         self.done = False
         self.num_steps = 0
         self.model_s = 0.0            # time waiting for the remote's steps
         self.prepare_s = self.prepare_cpu_s = 0.0
         self._response: Optional[httpx.Response] = None
         self._events: Optional[Iterator[tuple[str, str]]] = None
-        self._content = [""] * num_candidates
+        self._content = [""] * self.num_candidates
         self._finished: set[int] = set()
         self._partial = ("", 0, 0, 0)
 

@@ -62,7 +62,7 @@ def check_start(cfg: ServeConfig) -> Optional[str]:
                 "or bind 127.0.0.1")
     if not 0 < cfg.port < 65536:
         return f"--port must be in 1..65535, got {cfg.port}"
-    from coda_lsp.service import ModelUnavailable, resolve_model_path
+    from coda_lsp.loading import ModelUnavailable, resolve_model_path
     try:
         resolve_model_path(cfg.model_path)
     except ModelUnavailable as exc:

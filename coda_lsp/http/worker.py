@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from coda_lsp.hole_ids import HoleIds, encode_hole
 from coda_lsp.http.config import ServeConfig
 from coda_lsp.http.hole_text import Cut, apply_stops, decode, finished_lines, settled_ids, visible_settled
 from coda_lsp.http.schemas import BadRequest, HoleSpec
 from coda_lsp.options import ServerOptions
+from coda_lsp.pipeline import fit_budget
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,21 @@ class Failure:
     message: str
 
 
+@dataclass(frozen=True)
+class HoleIds:
+    prompt: list[int]     # extra context + prefix: the ids before the hole
+    suffix: list[int]
+    truncated: bool       # the budget cut something
+
+
+def encode(tokenizer: Any, spec: HoleSpec) -> HoleIds:
+    """Tokenize and trim to the request's budget exactly as the language server's InfillJob does."""
+    extra = tokenizer.encode(spec.extra) if spec.extra else []
+    prefix, suffix = tokenizer.encode(spec.prefix), tokenizer.encode(spec.suffix)
+    fit = fit_budget(extra, prefix, suffix, spec.context_tokens)
+    return HoleIds(fit[0] + fit[1], fit[2], sum(map(len, fit)) < len(extra) + len(prefix) + len(suffix))
+
+
 @dataclass
 class Pending:
     """A request waiting for (or inside) a batch; events arrive on `events` in the request's loop."""
@@ -74,7 +89,7 @@ class Pending:
     events: "asyncio.Queue[Any]" = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
-    ids: Optional[HoleIds] = None
+    ids: Optional[HoleIds] = None   # set by the model thread
 
     def post(self, event: Any) -> None:
         try:
@@ -126,7 +141,7 @@ class BatchWorker:
 
     # --- model thread ---------------------------------------------------------------------------
     def _main(self) -> None:
-        from coda_lsp.service import load_engine
+        from coda_lsp.loading import load_engine
         c = self.cfg
         try:
             self.lm = load_engine(ServerOptions(model_path=c.model_path, device=c.device, dtype=c.dtype,
@@ -173,8 +188,7 @@ class BatchWorker:
     def _run(self, batch: list[Pending]) -> None:
         """Tokenize, then decode rows with and without a prefix apart (`coda_model.batching` says why)."""
         for p in batch:
-            s = p.spec
-            p.ids = encode_hole(self.lm.tokenizer, s.extra, s.prefix, s.suffix, s.context_tokens)
+            p.ids = encode(self.lm.tokenizer, p.spec)
         for group in ([p for p in batch if p.ids.prompt], [p for p in batch if not p.ids.prompt]):
             if group:
                 self._decode(group)

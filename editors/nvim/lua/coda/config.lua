@@ -33,6 +33,7 @@ M.defaults = {
   speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
   block_length = nil, ---@type integer? with a cache, decode in left-to-right blocks of this many tokens (server default 8)
   threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
+  engine = nil, ---@type string? URL of a `coda-lsp serve` that decodes (key from CODA_API_KEY); nil = local model
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -53,6 +54,7 @@ M.server_keys = {
   speculate = 'speculate',
   block_length = 'blockLength',
   threads = 'threads',
+  engine = 'engine',
 }
 
 ---@type coda.Config
