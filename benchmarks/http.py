@@ -54,13 +54,16 @@ def holes(n: int, n_predict: int, seed: int = 0) -> list[dict]:
 
 
 class Served:
-    """A `coda-lsp serve` subprocess on a free port."""
+    """A `coda-lsp serve` subprocess (on a free port unless `port` is given)."""
 
-    def __init__(self, model: str | None, max_batch: int, threads: int | None, dtype: str) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+    def __init__(self, model: str | None, max_batch: int, threads: int | None, dtype: str,
+                 port: int | None = None) -> None:
+        if port is None:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+        self.port = port
         cmd = [sys.executable, "-m", "coda_lsp.cli", "serve", "--port", str(self.port), "--max-batch", str(max_batch),
                "--dtype", dtype, "--log-level", "WARNING"]
         cmd += ["--model", model] if model else []
@@ -68,17 +71,18 @@ class Served:
         self.proc = subprocess.Popen(cmd)
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def wait(self) -> None:
+    def wait(self, timeout_s: float = 600) -> None:
         import httpx
+        deadline = time.monotonic() + timeout_s
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("coda-lsp serve exited")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("coda-lsp serve exited or never became healthy")
             try:
                 if httpx.get(f"{self.url}/health").status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     def close(self) -> None:
         self.proc.terminate()

@@ -51,16 +51,6 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def sharp_dir(tmp_path_factory, coda_v0_dir) -> Path:
-    out = write_random_coda_dir(tmp_path_factory.mktemp("sharp-coda"), coda_v0_dir, seed=0, num_shards=1)
-    lm = load_model(out, device="cpu", dtype="float32")
-    with torch.no_grad():
-        lm.model.lm_head.weight.mul_(60.0)
-    save_model(lm.model, out, dtype=torch.float32)
-    return out
-
-
-@pytest.fixture(scope="module")
-def sharp_dir(tmp_path_factory, coda_v0_dir) -> Path:
     """The tiny random CoDA model with its head scaled up: peaked distributions, so greedy decodes have
     no near-ties that float noise from batching could flip."""
     out = write_random_coda_dir(tmp_path_factory.mktemp("sharp-coda"), coda_v0_dir, seed=0, num_shards=1)

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import sys
-import time
 from dataclasses import replace
 
-import httpx
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from coda_bench.http import Served
 from coda_lsp import pipeline
 from coda_lsp.documents import Document
 from coda_lsp.loading import load_engine
@@ -41,28 +39,22 @@ SRC = "def total(xs):\n    s = 0\n    for x in xs:\n        \n    return s\n"
 
 
 class Remote:
-    """`coda-lsp serve` on PORT, started and killed at will."""
+    """`coda-lsp serve` on PORT, started and killed at will (coda-bench http's server runner)."""
 
     def __init__(self, model) -> None:
-        self.model, self.proc = model, None
+        self.model, self.served = str(model), None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "coda_lsp.cli", "serve", "--model", str(self.model),
-                                      "--port", str(PORT), "--dtype", "float32", "--threads", "1",
-                                      "--log-level", "WARNING"])
-        for _ in range(1200):
-            assert self.proc.poll() is None, "coda-lsp serve exited"
-            try:
-                if httpx.get(f"{ENGINE}/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("coda-lsp serve never became healthy")
+        self.served = Served(self.model, 1, 1, "float32", port=PORT)
+        self.served.wait(timeout_s=120)
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=30)
+        self.served.proc.kill()
+        self.served.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.served.proc.poll() is None:
+            self.served.close()
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +62,7 @@ def remote(sharp_dir):
     r = Remote(sharp_dir)
     r.start()
     yield r
-    if r.proc.poll() is None:
-        r.proc.terminate()
-        r.proc.wait(timeout=30)
+    r.stop()
 
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
