@@ -54,8 +54,9 @@ def test_a_remote_job_gives_what_the_local_job_gives(server, sharp_dir) -> None:
         remote = RemoteJob(RemoteEngine(server.url), request(candidates))
         remote_steps = drain(remote)
         assert remote.texts() == local.texts()
-        assert [s[1:4] for s in remote_steps[:-1]] == [s[1:4] for s in local_steps[:len(remote_steps) - 1]]
         assert remote_steps[-1][4] and remote.num_steps == local.num_steps
+        if candidates == 1:   # step by step the same partial states (text, step, steps, masked, done)
+            assert remote_steps == local_steps
 
 
 def test_a_remote_that_is_down_raises_one_line(server) -> None:

@@ -136,7 +136,8 @@ class RemoteJob:
                 if event["index"] == 0:
                     self.num_steps += 1
                     self._partial = (event["text"], int(event["step"]), int(event["steps"]), int(event["masked_count"]))
-                    return (*self._partial, False)
+                    if not event["done"]:   # a finished step is returned with the final text, as InfillJob does
+                        return (*self._partial, False)
                 continue
             i = int(event["index"])
             self._content[i] += event["content"]
