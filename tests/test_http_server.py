@@ -303,3 +303,28 @@ def test_cli_refuses_a_public_address_without_a_key_and_reports_loading_then_ok(
         proc.terminate()
         proc.wait(timeout=30)
     assert "loading" in seen
+
+
+def test_stop_strings_and_t_max_predict_ms_cut_the_answer(server) -> None:
+    whole = infill(server, n_predict=8).json()["content"]
+    assert whole, "the peaked tiny model filled nothing"
+    word = whole[-1]
+    cut = infill(server, n_predict=8, stop=[word]).json()
+    assert cut["content"] == whole[:whole.index(word)] and cut["stop_type"] == "word" and cut["stopping_word"] == word
+    # a 1 ms budget is over after the first step: the answer is the finished lines of what had settled
+    timed = infill(server, n_predict=8, t_max_predict_ms=1, decode={"steps": 8, "threshold": None}).json()
+    assert timed["stop_type"] == "limit" and timed["timings"]["steps"] == 1
+    assert timed["content"] == "" or timed["content"].endswith("\n")
+
+
+def test_a_request_over_the_servers_time_limit_gets_503_and_the_server_keeps_serving(sharp_dir) -> None:
+    s = LiveServer(config(sharp_dir, request_timeout_s=0.001))
+    s.wait()
+    try:
+        r = infill(s, n_predict=8)
+        assert r.status_code == 503 and "timed out" in r.json()["error"]["message"]
+        assert httpx.get(f"{s.url}/health").json() == {"status": "ok"}
+        stream = infill(s, n_predict=8, stream=True)
+        assert "event: error" in stream.text and "timed out" in stream.text
+    finally:
+        s.close()
