@@ -2,10 +2,11 @@
 
 Two real servers (`coda-lsp serve` subprocesses on 127.0.0.1) load the same model: one batches up to
 8 concurrent requests (`--max-batch 8`, the default), the other denoises one request at a time
-(`--max-batch 1`: requests queue and are served one after another). For 1, 2, 4 and 8 closed-loop
-clients (each sends its next request when the last is answered), both are measured in the same run,
-alternating, on the same llama.vim-shaped `/infill` requests cut from this repository's source files:
-requests/s and p50/p95 latency, and the batched/serial throughput ratio.
+(`--max-batch 1`: requests queue and are served one after another). For 1, 2, 4 and 8 clients, both
+are measured in the same run, interleaved round by round (each round: every client sends one request
+to the serial server, then one to the batched one), on the same llama.vim-shaped `/infill` requests cut
+from this repository's source files: requests/s and p50/p95 latency, and the batched/serial throughput
+ratio. With one client nothing can be batched, so that row's ratio shows the measurement noise.
 
 Usage: coda-bench http [--model DIR] [--requests 8] [--n-predict 24] [--threads N] [--dtype float32]
                        [--out benchmarks/results/http.json]
@@ -89,14 +90,14 @@ class Served:
         self.proc.wait(timeout=30)
 
 
-async def measure(url: str, bodies: list[dict], clients: int, per_client: int) -> dict:
+async def measure(url: str, bodies: list[dict], clients: int, per_client: int, offset: int = 0) -> dict:
     """Closed loop: `clients` tasks, each sending `per_client` requests one after another."""
     import httpx
     latencies: list[float] = []
 
     async def client(i: int, http: httpx.AsyncClient) -> None:
         for j in range(per_client):
-            body = bodies[(i * per_client + j) % len(bodies)]
+            body = bodies[(offset + i * per_client + j) % len(bodies)]
             t0 = time.perf_counter()
             r = await http.post(f"{url}/infill", json=body)
             r.raise_for_status()
@@ -106,14 +107,27 @@ async def measure(url: str, bodies: list[dict], clients: int, per_client: int) -
         t0 = time.perf_counter()
         await asyncio.gather(*(client(i, http) for i in range(clients)))
         wall = time.perf_counter() - t0
-    return {"requests": len(latencies), "requests_per_s": len(latencies) / wall,
-            "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95)}
+    return {"latencies_ms": latencies, "wall_s": wall}
+
+
+def interleaved(urls: dict[str, str], bodies: list[dict], clients: int, rounds: int) -> dict[str, dict]:
+    """`rounds` rounds, each sending every client one request to each server in turn (the same bodies), so
+    both see the same moments of a shared machine's load."""
+    got = {mode: {"latencies_ms": [], "wall_s": 0.0} for mode in urls}
+    for r in range(rounds):
+        for mode, url in urls.items():
+            m = asyncio.run(measure(url, bodies, clients, 1, offset=r * clients))
+            got[mode]["latencies_ms"] += m["latencies_ms"]
+            got[mode]["wall_s"] += m["wall_s"]
+    return {mode: {"requests": len(g["latencies_ms"]), "requests_per_s": len(g["latencies_ms"]) / g["wall_s"],
+                   "p50_ms": pct(g["latencies_ms"], 50), "p95_ms": pct(g["latencies_ms"], 95)}
+            for mode, g in got.items()}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="coda-bench http", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="CoDA model directory (default: the embedded default model)")
-    p.add_argument("--requests", type=int, default=8, help="requests per client at each level")
+    p.add_argument("--requests", type=int, default=8, help="rounds (requests per client and server) at each level")
     p.add_argument("--n-predict", type=int, default=24)
     p.add_argument("--threads", type=int, default=None, help="model threads of each server")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
@@ -126,10 +140,10 @@ def main(argv=None) -> int:
     try:
         for s in servers.values():
             s.wait()
-            asyncio.run(measure(s.url, bodies, 2, 2))   # warm-up
+            asyncio.run(measure(s.url, bodies, 2, 1))   # warm-up
+        urls = {mode: servers[mode].url for mode in ("serial", "batched")}
         for clients in LEVELS:
-            for mode in ("serial", "batched"):
-                r = asyncio.run(measure(servers[mode].url, bodies, clients, args.requests))
+            for mode, r in interleaved(urls, bodies, clients, args.requests).items():
                 rows.append({"clients": clients, "mode": mode, **r})
                 print(f"{clients} clients {mode:>8}: {r['requests_per_s']:.2f} req/s  p50 {r['p50_ms']:.0f} ms  "
                       f"p95 {r['p95_ms']:.0f} ms", file=sys.stderr)

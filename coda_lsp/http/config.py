@@ -28,8 +28,8 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20      # request bodies above this get 413
     max_queue: int = 64                # requests waiting for the model; one more gets 503
     max_batch: Optional[int] = None    # rows (requests x candidates) denoised together; None = 8 on an
-                                       # accelerator, 1 on CPU (a CPU step costs ~rows x one row: measured
-                                       # 0.85-0.9x the throughput of one-after-another, benchmarks/results/http.json)
+                                       # accelerator, 1 on CPU (a CPU step costs ~rows x one row, and rows ride
+                                       # along until the slowest is done: 0.64-0.77x, benchmarks/results/http.json)
     batch_window_ms: float = 2.0       # an idle worker waits this long for requests arriving together
     request_timeout_s: float = 60.0    # a request not answered in this time gets 503 (queue wait included)
     max_candidates: int = 8            # n / n_cmpl above this are refused
