@@ -5,10 +5,11 @@ Usage:
              [--stdio | --tcp [HOST:]PORT] [--log-file PATH]          # serve LSP (stdio by default)
     coda-lsp complete FILE:LINE:COL [--show-steps] [--model PATH]     # print a completion at a position
     coda-lsp fill FILE:L:C-L:C [--show-steps] [--model PATH]          # print the rewrite of a range
+    coda-lsp models [FOLDER...]                                       # list models in the HF cache / folders
 
 Positions are 1-based, like editors show them (COL counts characters). stdout gets only the
 completion text; progress, denoise steps (--show-steps) and errors go to stderr. Without --model
-the embedded default model is used. Example (CPU):
+the embedded default model is used; --model also takes a Hugging Face repo id from the local cache. Example (CPU):
     coda-lsp complete examples/fib.py:4:9 --show-steps
 """
 
@@ -27,7 +28,8 @@ log = logging.getLogger("coda_lsp")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH", help="CoDA model directory (default: the embedded default model)")
+    p.add_argument("--model", metavar="PATH|REPO_ID", help="model directory or Hugging Face repo id in the local cache "
+                   "(CoDA, Dream, LLaDA; default: the embedded default model)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--steps", type=int, default=ServerOptions.steps, help="max denoise steps per hole")
@@ -215,6 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("complete", "fill"):
         return run_oneshot(argv[0], argv[1:])
+    if argv and argv[0] == "models":
+        from coda_lsp.models_cmd import run_models
+        return run_models(argv[1:])
     return serve(argv)
 
 

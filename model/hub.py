@@ -30,7 +30,7 @@ def hub_cache_dir() -> Path:
 
 
 def download_hint(repo_id: str) -> str:
-    return f"hf download {repo_id}  (or: huggingface-cli download {repo_id})"
+    return f"`hf download {repo_id}` (or `huggingface-cli download {repo_id}`)"
 
 
 def resolve_model_ref(ref: str, cache_dir: Optional[Path] = None) -> Path:
@@ -49,5 +49,5 @@ def resolve_model_ref(ref: str, cache_dir: Optional[Path] = None) -> Path:
     if not isinstance(found, str):  # None (not cached) or the 'known missing' sentinel
         where = f" at revision {revision}" if revision else ""
         raise ModelLoadError(f"{repo_id}{where} is neither a directory nor in the Hugging Face cache ({cache}): "
-                             f"download it with `{download_hint(repo_id)}`")
+                             f"download it with {download_hint(repo_id)}")
     return Path(found).parent
