@@ -147,3 +147,15 @@ def test_coda_lsp_models_lists_cache_and_folders(models_folder, fake_cache, tmp_
 def test_coda_lsp_models_with_nothing_found_says_how_to_get_one(tmp_path):
     out = _run(["models", "--no-cache", str(tmp_path)], {}, tmp_path)
     assert out.returncode == 1 and "hf download" in out.stderr and not out.stdout
+
+
+def test_server_model_path_setting_takes_a_repo_id(fake_cache, monkeypatch):
+    """`initializationOptions.modelPath` goes through the same resolver as --model."""
+    from huggingface_hub import constants
+
+    from coda_lsp.service import ModelUnavailable, resolve_model_path
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(fake_cache))
+    assert resolve_model_path("Salesforce/CoDA-v0-Instruct").parent.parent.name == "models--Salesforce--CoDA-v0-Instruct"
+    with pytest.raises(ModelUnavailable, match=r"hf download apple/DiffuCoder-7B-cpGRPO.*modelPath"):
+        resolve_model_path("apple/DiffuCoder-7B-cpGRPO")
