@@ -60,7 +60,8 @@ def _threshold(value: str) -> Optional[float]:
 
 def server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coda-lsp", description="CoDA diffusion code completion language server. "
-                                "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`.")
+                                "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`, "
+                                "`coda-lsp models [FOLDER...]`.")
     _common(p)
     t = p.add_mutually_exclusive_group()
     t.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")

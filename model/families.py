@@ -18,6 +18,14 @@ Layouts, as published:
   (`model.transformer.blocks.{i}.q_proj`, `attn_out`, `ff_proj` = gate, `up_proj`, `ff_out` = down,
   `attn_norm`, `ff_norm`, `model.transformer.wte` / `ln_f` / `ff_out`); mask id 126336; no logit
   shift (the logit at position j predicts token j).
+
+Sampler defaults, where they matter for infilling: the mask, pad and eos ids come from each family's
+config and tokenizer, so a hole ends where that family's models end text (Dream's `<|endoftext|>`,
+DiffuCoder's `<|dlm_pad|>`, LLaDA's `<|endoftext|>`). One decode preset serves every family: `entropy`
+is the `alg` Dream and DiffuCoder document, LLaDA's `low_confidence` remasking is our `maskgit_plus`,
+and its semi-autoregressive blocks are our block decoding. Not applied: Dream-Coder's annealed
+`pad_penalty` (its schedule is only described in prose) and DreamOn's `<|expand|>` / `<|delete|>`
+variable-length holes (a DreamOn checkpoint decodes as a fixed-length Dream model).
 """
 
 from __future__ import annotations
