@@ -25,7 +25,7 @@ DiffuCoder's `<|dlm_pad|>`, LLaDA's `<|endoftext|>`). One decode preset serves e
 is the `alg` Dream and DiffuCoder document, LLaDA's `low_confidence` remasking is our `maskgit_plus`,
 and its semi-autoregressive blocks are our block decoding. Not applied: Dream-Coder's annealed
 `pad_penalty` (its schedule is only described in prose) and DreamOn's `<|expand|>` / `<|delete|>`
-variable-length holes (a DreamOn checkpoint decodes as a fixed-length Dream model).
+variable-length holes.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from coda_model.errors import ModelLoadError
 
 SUPPORTED = "CoDA, Dream (Dream-v0, Dream-Coder, DiffuCoder) and LLaDA"
 # Diffusion families seen in the wild whose layouts we have not verified: named, then refused.
-UNSUPPORTED_DIFFUSION = ("llada_moe", "lladamoe", "llada2_moe", "sdar", "mmada", "dreamon", "open_dcoder")
+UNSUPPORTED_DIFFUSION = ("llada_moe", "lladamoe", "llada2_moe", "sdar", "mmada", "dreamon")
 VISION_HINTS = ("vision", "llava", "visual", "siglip")
 
 
@@ -65,23 +65,20 @@ def _ids(value: Any) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def _base(data: dict[str, Any], **known: Any) -> CodaConfig:
-    return CodaConfig.from_qwen_dict(data, **known)
-
-
 def coda_config(data: dict[str, Any]) -> CodaConfig:
-    return _base(data, family="coda")
+    return CodaConfig.from_qwen_dict(data, family="coda")
 
 
 def dream_config(data: dict[str, Any]) -> CodaConfig:
     if data.get("use_sliding_window"):
         raise ModelLoadError("this Dream checkpoint uses sliding-window attention, which coda-lsp does not implement")
     heads = int(data.get("num_attention_heads") or 1)
-    return _base(data, family="dream", head_dim=data.get("head_dim") or int(data.get("hidden_size", 0)) // heads,
-                 num_key_value_heads=data.get("num_key_value_heads") or heads, qkv_bias=True, qk_norm=False,
-                 logit_shift=True, attention_bias=False, eos_token_id=_ids(data.get("eos_token_id")),
-                 pad_token_id=_ids(data.get("pad_token_id")), bos_token_id=_ids(data.get("bos_token_id")),
-                 tie_word_embeddings=bool(data.get("tie_word_embeddings", False)), model_type="Dream")
+    return CodaConfig.from_qwen_dict(
+        data, family="dream", model_type="Dream", qkv_bias=True, qk_norm=False, logit_shift=True, attention_bias=False,
+        head_dim=data.get("head_dim") or int(data.get("hidden_size", 0)) // heads,
+        num_key_value_heads=data.get("num_key_value_heads") or heads,
+        eos_token_id=_ids(data.get("eos_token_id")), pad_token_id=_ids(data.get("pad_token_id")),
+        bos_token_id=_ids(data.get("bos_token_id")), tie_word_embeddings=bool(data.get("tie_word_embeddings", False)))
 
 
 # LLaDA config values our LLaMA block reproduces; anything else is refused by name.
@@ -100,14 +97,15 @@ def llada_config(data: dict[str, Any]) -> CodaConfig:
     d, heads = int(data["d_model"]), int(data["n_heads"])
     kv = 1 if data.get("multi_query_attention") else (data.get("n_kv_heads") or heads)
     mlp = data.get("mlp_hidden_size") or int(data.get("mlp_ratio", 4)) * d
-    return _base(data, family="llada", model_type="llada", vocab_size=data.get("embedding_size") or data["vocab_size"],
-                 hidden_size=d, intermediate_size=mlp, num_hidden_layers=data["n_layers"], num_attention_heads=heads,
-                 num_key_value_heads=kv, head_dim=d // heads, rms_norm_eps=data.get("rms_norm_eps", 1e-5),
-                 rope_theta=data.get("rope_theta", 10_000.0), max_position_embeddings=data.get("max_sequence_length"),
-                 hidden_act="silu", qkv_bias=bool(data.get("include_qkv_bias", False)), qk_norm=False,
-                 logit_shift=False, attention_bias=False, tie_word_embeddings=bool(data.get("weight_tying", False)),
-                 mask_token_id=data.get("mask_token_id", 126336), eos_token_id=_ids(data.get("eos_token_id")),
-                 pad_token_id=_ids(data.get("pad_token_id")), bos_token_id=_ids(data.get("bos_token_id")))
+    return CodaConfig.from_qwen_dict(
+        data, family="llada", model_type="llada", qk_norm=False, logit_shift=False, attention_bias=False,
+        qkv_bias=bool(data.get("include_qkv_bias", False)), tie_word_embeddings=bool(data.get("weight_tying", False)),
+        vocab_size=data.get("embedding_size") or data["vocab_size"], hidden_size=d, intermediate_size=mlp,
+        num_hidden_layers=data["n_layers"], num_attention_heads=heads, num_key_value_heads=kv, head_dim=d // heads,
+        rms_norm_eps=data.get("rms_norm_eps", 1e-5), rope_theta=data.get("rope_theta", 10_000.0),
+        max_position_embeddings=data.get("max_sequence_length"), hidden_act="silu",
+        mask_token_id=data.get("mask_token_id", 126336), eos_token_id=_ids(data.get("eos_token_id")),
+        pad_token_id=_ids(data.get("pad_token_id")), bos_token_id=_ids(data.get("bos_token_id")))
 
 
 _LLADA_LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ff_norm", "self_attn.q_proj": "q_proj",

@@ -87,7 +87,7 @@ class CodaTokenizer:
     @classmethod
     def from_dir(cls, path: str | Path, ids: Optional[dict[str, int]] = None) -> "CodaTokenizer":
         """`ids`: the config's mask / pad / eos ids, used for a role the tokenizer files leave unnamed
-        (LLaDA's tokenizer names no mask token; its config says 126336)."""
+        (a family whose config, not its tokenizer, names the mask: LLaDA's mask_token_id 126336)."""
         path = Path(path)
         tok_json, vocab, merges = path / "tokenizer.json", path / "vocab.json", path / "merges.txt"
         cfg = read_json_object(path / "tokenizer_config.json") if (path / "tokenizer_config.json").exists() else {}
