@@ -159,3 +159,10 @@ def test_server_model_path_setting_takes_a_repo_id(fake_cache, monkeypatch):
     assert resolve_model_path("Salesforce/CoDA-v0-Instruct").parent.parent.name == "models--Salesforce--CoDA-v0-Instruct"
     with pytest.raises(ModelUnavailable, match=r"hf download apple/DiffuCoder-7B-cpGRPO.*modelPath"):
         resolve_model_path("apple/DiffuCoder-7B-cpGRPO")
+
+
+def test_resolver_and_catalog_do_not_import_torch():
+    code = ("import sys, coda_model.hub, coda_model.catalog, coda_model.families, coda_lsp.models_cmd; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
