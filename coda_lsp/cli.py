@@ -5,10 +5,12 @@ Usage:
              [--stdio | --tcp [HOST:]PORT] [--log-file PATH]          # serve LSP (stdio by default)
     coda-lsp complete FILE:LINE:COL [--show-steps] [--model PATH]     # print a completion at a position
     coda-lsp fill FILE:L:C-L:C [--show-steps] [--model PATH]          # print the rewrite of a range
+    coda-lsp models [FOLDER...]                                       # list models in the HF cache / folders
+    coda-lsp models [FOLDER...]                                       # list models in the HF cache / folders
 
 Positions are 1-based, like editors show them (COL counts characters). stdout gets only the
 completion text; progress, denoise steps (--show-steps) and errors go to stderr. Without --model
-the embedded default model is used. Example (CPU):
+the embedded default model is used; --model also takes a Hugging Face repo id from the local cache. Example (CPU):
     coda-lsp complete examples/fib.py:4:9 --show-steps
 """
 
@@ -35,14 +37,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         if s.cli_flag:
             model = s.wire == "modelPath"
             p.add_argument(s.cli_flag, dest=s.wire, default=None,
-                           metavar="PATH" if model else s.cli_flag[2:].upper().replace("-", "_"),
+                           metavar="PATH|REPO_ID" if model else s.cli_flag[2:].upper().replace("-", "_"),
                            help=s.help if model else f"{s.help} (default {defaults[s.wire]})")
     p.add_argument("--api-key", metavar="KEY", help="key of the remote --engine (default: $CODA_API_KEY)")
 
 
 def server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coda-lsp", description="CoDA diffusion code completion language server. "
-                                "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`.")
+                                "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`, "
+                                "`coda-lsp models [FOLDER...]`.")
     _common(p)
     t = p.add_mutually_exclusive_group()
     t.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
@@ -208,6 +211,7 @@ def serve(argv: Sequence[str]) -> int:
 SUBCOMMANDS = {
     "complete": "coda_lsp.cli:run_oneshot",
     "fill": "coda_lsp.cli:run_oneshot",
+    "models": "coda_lsp.models_cmd:main",
     "serve": "coda_lsp.http.serve:main",
 }
 

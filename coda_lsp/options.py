@@ -128,8 +128,8 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("modelPath", "model_path", "CoDA model directory (default: the embedded default model)", _path,
-            flag="--model"),
+    Setting("modelPath", "model_path", "model directory or Hugging Face repo id in the local cache (CoDA, Dream, "
+                                       "LLaDA; default: the embedded default model)", _path, flag="--model"),
     Setting("device", "device", f"{' | '.join(DEVICES)}", _choice(DEVICES)),
     Setting("dtype", "dtype", "auto | float32 | bfloat16 (fp16 is never used on a CPU)", _choice(DTYPES)),
     Setting("steps", "decode.steps", "max denoise steps per hole"),
