@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
     d = ServeConfig()
     p = argparse.ArgumentParser(prog="coda-lsp serve", description="Serve the CoDA engine over HTTP "
                                 "(llama.cpp /infill, OpenAI /v1/completions, /v1/models, /health).")
-    p.add_argument("--model", metavar="PATH", help="CoDA model directory (default: the embedded default model)")
+    p.add_argument("--model", metavar="PATH|REPO_ID", help="CoDA model directory or cached Hugging Face repo id "
+                   "(default: the embedded default model)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16"))
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: half the cores)")
