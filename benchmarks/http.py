@@ -55,21 +55,23 @@ def holes(n: int, n_predict: int, seed: int = 0) -> list[dict]:
 
 
 class Served:
-    """A `coda-lsp serve` subprocess (on a free port unless `port` is given)."""
+    """A `coda-lsp serve` subprocess (on a free port unless `port` is given). `program` is the coda-lsp to
+    run (default: this Python's); `popen` goes to subprocess.Popen (cwd, env)."""
 
-    def __init__(self, model: str | None, max_batch: int, threads: int | None, dtype: str,
-                 port: int | None = None) -> None:
+    def __init__(self, model: str | None, max_batch: int | None, threads: int | None, dtype: str = "auto",
+                 port: int | None = None, program: list[str] | None = None, **popen) -> None:
         if port is None:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
             sock.close()
         self.port = port
-        cmd = [sys.executable, "-m", "coda_lsp.cli", "serve", "--port", str(self.port), "--max-batch", str(max_batch),
-               "--dtype", dtype, "--log-level", "WARNING"]
+        cmd = (program or [sys.executable, "-m", "coda_lsp.cli"]) + ["serve", "--port", str(self.port), "--dtype", dtype,
+                                                                    "--log-level", "WARNING"]
         cmd += ["--model", model] if model else []
+        cmd += ["--max-batch", str(max_batch)] if max_batch else []
         cmd += ["--threads", str(threads)] if threads else []
-        self.proc = subprocess.Popen(cmd)
+        self.proc = subprocess.Popen(cmd, **popen)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait(self, timeout_s: float = 600) -> None:

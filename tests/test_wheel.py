@@ -142,32 +142,17 @@ def test_coda_lsp_stdio_answers_initialize(venv, outside):
 
 def test_coda_lsp_serve_answers_infill_with_the_packaged_model(venv, outside):
     """A plain install serves HTTP: starlette, uvicorn and httpx are core dependencies."""
-    import socket
-    import time
     import httpx
+    from coda_bench.http import Served
     work, env = outside
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    proc = subprocess.Popen([_bin(venv, "coda-lsp"), "serve", "--port", str(port), "--device", "cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=work, env=env)
-    url = f"http://127.0.0.1:{port}"
+    served = Served(None, None, None, program=[_bin(venv, "coda-lsp")], cwd=work, env=env)
     try:
-        for _ in range(2400):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        r = httpx.post(f"{url}/infill", json={"input_prefix": "def add(a, b):\n    return ", "n_predict": 4},
+        served.wait(timeout_s=300)
+        r = httpx.post(f"{served.url}/infill", json={"input_prefix": "def add(a, b):\n    return ", "n_predict": 4},
                        timeout=120)
         assert r.status_code == 200 and isinstance(r.json()["content"], str)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        served.close()
 
 
 @pytest.mark.parametrize("task", ["mbpp", "humaneval", "humaneval-infilling-single"])
