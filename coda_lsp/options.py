@@ -37,6 +37,9 @@ class ServerOptions:
     threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
     context_cache_mb: int = 512          # context K/V kept across requests, all documents (0 = recompute every time)
     latency_budget_ms: Optional[int] = None   # measure at load, then fit context/steps/block to it (coda_lsp.calibrate)
+    engine: Optional[str] = None         # http://HOST:PORT of a `coda-lsp serve` that decodes; None = the local model
+    api_key: Optional[str] = field(default=None, repr=False)   # the remote engine's key: from --api-key or
+                                         # CODA_API_KEY only (not a setting, so it stays out of settings files)
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -90,6 +93,14 @@ def _path(v: Any) -> Optional[str]:
     return v
 
 
+def _url(v: Any) -> Optional[str]:
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str) or not v.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL of a `coda-lsp serve`")
+    return v.rstrip("/")
+
+
 def _bool(v: Any) -> bool:
     if isinstance(v, str) and v.lower() in ("true", "false", "on", "off"):
         return v.lower() in ("true", "on")
@@ -119,8 +130,8 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("modelPath", "model_path", "CoDA model directory (default: the embedded default model)", _path,
-            flag="--model"),
+    Setting("modelPath", "model_path", "model directory or Hugging Face repo id in the local cache (CoDA, Dream, "
+                                       "LLaDA; default: the embedded default model)", _path, flag="--model"),
     Setting("device", "device", f"{' | '.join(DEVICES)}", _choice(DEVICES)),
     Setting("dtype", "dtype", "auto | float32 | bfloat16 (fp16 is never used on a CPU)", _choice(DTYPES)),
     Setting("steps", "decode.steps", "max denoise steps per hole"),
@@ -149,6 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("latencyBudgetMs", "latency_budget_ms", "measure this device at load and pick context tokens, steps and "
                                                     "block length so a warm request fits this many ms; none = the "
                                                     "settings as given", _optional(_positive_int)),
+    Setting("engine", "engine", "URL of a `coda-lsp serve` that decodes instead of the local model (the key comes "
+                                "from CODA_API_KEY)", _url),
 )
 BY_WIRE = {s.wire: s for s in SETTINGS}
 

@@ -92,6 +92,7 @@ class Scheduler:
                 while not job.done:
                     partial = await self.call(self._step, job)
                     if ticket.stale or (abort is not None and abort()):
+                        getattr(job, "close", lambda: None)()   # a remote job stops its stream
                         return None
                     if background and self.waiting:   # a real request preempts speculation within one step
                         return None

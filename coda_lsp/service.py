@@ -24,13 +24,14 @@ from coda_lsp import pipeline
 from coda_lsp.context import CompletionContext
 from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.calibrate import calibrated
-from coda_lsp.loading import LoadedEngine, context_store, load_engine, set_cpu_threads
+from coda_lsp.http.remote import RemoteEngine, RemoteUnavailable
+from coda_lsp.loading import LoadedEngine, context_store, open_engine, set_cpu_threads
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
 
 log = logging.getLogger(__name__)
-MODEL_FIELDS = ("model_path", "device", "dtype")   # a change of these reloads the model
+MODEL_FIELDS = ("model_path", "device", "dtype", "engine")   # a change of these reloads the model (or remote)
 OnPartial = Optional[Callable[[PartialEvent], None]]
 
 
@@ -57,9 +58,10 @@ class CompletionService:
     scheduler: Scheduler = field(default_factory=Scheduler)
     type_cache: TypeThroughCache = field(default_factory=TypeThroughCache)
     result_cache: ResultCache = field(default_factory=ResultCache)
-    model: Optional[LoadedEngine] = None
+    model: Optional[LoadedEngine] = None    # or a RemoteEngine (options.engine): the same jobs, decoded elsewhere
     state: str = "loading"                  # loading | ready | error
     message: str = ""
+    remote_error: str = ""                  # the remote engine's last failure ("" = it answered); one status line
     speculations: dict[str, "asyncio.Future[Optional[list[str]]]"] = field(default_factory=dict)  # by result key
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -71,8 +73,11 @@ class CompletionService:
     async def load(self) -> None:
         """Load the model on the worker thread; sets `state`/`message` (never raises)."""
         self.state, self.message = "loading", f"loading {self.options.model_path or 'the default model'}"
+        if self.options.engine:
+            await self._connect()
+            return
         try:
-            self.model = await self.scheduler.call(load_engine, self.options)
+            self.model = await self.scheduler.call(open_engine, self.options)
             if self.options.latency_budget_ms:
                 await self.calibrate()
         except Exception as exc:   # ModelUnavailable, ModelLoadError, ImportError of the engine, ...
@@ -89,6 +94,19 @@ class CompletionService:
         self.options, costs, choice = await self.scheduler.call(calibrated, self.model.engine, self.options)
         log.info("latency budget %s ms: measured %s, chose %s", self.options.latency_budget_ms, costs, choice)
 
+    async def _connect(self) -> None:
+        """A remote engine is 'ready' at once (every request tries it, so it reconnects by itself);
+        whether it answers now only sets `remote_error`."""
+        remote = open_engine(self.options)
+        self.model, self.state = remote, "ready"
+        try:
+            health = await self.scheduler.call(remote.health)
+            self.remote_error = "" if health == "ok" else f"remote engine {remote.url} says {health}"
+        except RemoteUnavailable as exc:
+            self.remote_error = str(exc)
+        self.message = f"remote engine {remote.url}" + (f" ({self.remote_error})" if self.remote_error else "")
+        (log.warning if self.remote_error else log.info)("%s", self.message)
+
     def reconfigure(self, raw: Any) -> Reconfigured:
         """Apply workspace/didChangeConfiguration settings: caches cleared, threads applied live,
         `reload` when the model itself changed (the caller starts the load, with its progress)."""
@@ -103,6 +121,8 @@ class CompletionService:
         elif self.model is not None:
             if self.options.threads != old.threads:
                 self.apply_threads()   # a load in progress reads the new value itself
+            if not isinstance(self.model, LoadedEngine):
+                return Reconfigured(warnings, reload)   # a remote engine keeps its own contexts and budget
             if self.options.context_cache_mb != old.context_cache_mb:
                 self.model.contexts = context_store(self.options.context_cache_mb)
             if self.options.latency_budget_ms and self.options.latency_budget_ms != old.latency_budget_ms:
@@ -123,7 +143,7 @@ class CompletionService:
     def close(self, uri: str) -> None:
         self.docs.close(uri)
         self.type_cache.clear(uri)
-        if self.model is not None and self.model.contexts is not None:
+        if getattr(self.model, "contexts", None) is not None:
             self.model.contexts.drop(uri)   # its context K/V are freed with the document
 
     # --- requests --------------------------------------------------------------------------------------
@@ -234,7 +254,17 @@ class CompletionService:
             current = self.docs.get(uri)
             return current is None or current.version != version
 
-        return await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), on_step, debounce_ms, abort=stale)
+        try:
+            job = await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), on_step, debounce_ms, abort=stale)
+        except RemoteUnavailable as exc:   # down, slow or garbage: an empty answer and one status line
+            if str(exc) != self.remote_error:
+                log.warning("[%s] %s", request.request_id, exc)
+            self.remote_error = str(exc)
+            return None
+        if job is not None and self.remote_error:
+            log.info("[%s] remote engine answers again", request.request_id)
+            self.remote_error = ""
+        return job
 
     async def _speculate(self, doc: Document, version: int, ctx: CompletionContext, item: str) -> None:
         """Compute, on the idle worker, the completion at the end of `item` in the text where it was accepted.
@@ -273,6 +303,8 @@ class CompletionService:
                 self.result_cache.put(key, texts)
                 log.debug("[%s] speculated the completion after accepting %r: %r", request.request_id, item[:40],
                           texts[:1])
+        except RemoteUnavailable as exc:   # the next real request reports it
+            log.debug("[%s] speculation on the remote engine failed: %s", request.request_id, exc)
         except Exception:   # a background run never surfaces; the real request computes it again
             log.exception("[%s] speculative completion failed", request.request_id)
         finally:

@@ -266,12 +266,12 @@ class Engine:
     def _full_logits(self, x: torch.Tensor, targets: torch.Tensor, position_ids: torch.Tensor,
                      key_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Exact mode: shifted logits [C, K, V] for positions `targets` from a forward over the whole sequence."""
-        out_pos = (targets - 1).clamp(min=0)
+        out_pos = (targets - int(self.config.logit_shift)).clamp(min=0)
         return self.model(x, position_ids=position_ids, attention_mask=key_mask, logits_index=out_pos).logits
 
     def _cached_logits(self, x: torch.Tensor, targets: torch.Tensor, cache, position_ids: torch.Tensor) -> torch.Tensor:
         """A step inside a block: only the cache's input span runs, against the cached context K/V."""
-        out_pos = (targets - 1).clamp(min=0)
+        out_pos = (targets - int(self.config.logit_shift)).clamp(min=0)
         i0, i1 = cache.input_span(x.shape[1])
         out = self.model(x[:, i0:i1], position_ids=position_ids[:, i0:i1], attention_mask=cache.key_mask,
                          past_key_values=cache.past(), logits_index=out_pos - i0)
@@ -306,7 +306,7 @@ class _Context:
         if span is None or self.key_mask is not None or (self.kv is None and reuse is None):
             span = (0, x.shape[1])
         a, b = span
-        out_pos = (targets - 1).clamp(min=0) - a
+        out_pos = (targets - int(eng.config.logit_shift)).clamp(min=0) - a
         if (a, b) == (0, x.shape[1]):
             out = eng.model(x, position_ids=self.position_ids, attention_mask=self.key_mask, use_cache=True,
                             logits_index=out_pos)

@@ -9,7 +9,8 @@ import * as vscode from 'vscode';
 
 export const SERVER_KEYS = [
   'modelPath', 'device', 'dtype', 'steps', 'maxTokens', 'algorithm', 'temperature', 'threshold',
-  'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads', 'contextCacheMb', 'vicinity', 'latencyBudgetMs',
+  'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads',
+  'engine', 'contextCacheMb', 'vicinity', 'latencyBudgetMs',
 ] as const;
 
 /** Settings whose change needs a new server process. */

@@ -36,6 +36,7 @@ M.defaults = {
   context_cache_mb = nil, ---@type integer? MB of context K/V kept across requests (server default: 512; 0 = off)
   vicinity = nil, ---@type integer? tokens around a decided block recomputed at a new block (server default 8)
   latency_budget_ms = nil, ---@type integer? measure at load and fit context/steps/block to this budget (default none)
+  engine = nil, ---@type string? URL of a `coda-lsp serve` that decodes (key from CODA_API_KEY); nil = local model
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -59,6 +60,7 @@ M.server_keys = {
   context_cache_mb = 'contextCacheMb',
   vicinity = 'vicinity',
   latency_budget_ms = 'latencyBudgetMs',
+  engine = 'engine',
 }
 
 ---@type coda.Config
