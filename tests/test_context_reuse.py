@@ -17,15 +17,8 @@ from coda_model.testing import write_random_coda_dir
 
 PREFIX = "import os\n\ndef add(a, b):\n    total = a + b\n    "
 SUFFIX = "\n    return total\n\n\nprint(add(1, 2))\n"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DUAL = dict(steps=8, block_length=4, cache="dual", threshold=0.9)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def sharpen(lm, factor: float = 60.0):
