@@ -216,6 +216,7 @@ def serve(argv: Sequence[str]) -> int:
 SUBCOMMANDS = {
     "complete": "coda_lsp.cli:run_oneshot",
     "fill": "coda_lsp.cli:run_oneshot",
+    "stats": "coda_lsp.stats:main",
 }
 
 

@@ -2,7 +2,7 @@
 
 The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
 algorithm, temperature, threshold, cache, blockLength, debounceMs, contextTokens, enabledLanguages, streaming, speculate,
-threads. A bad value never stops the server: it keeps the previous value and the problem is reported as
+threads, minConfidence, minShownConfidence, stats. A bad value never stops the server: it keeps the previous value and the problem is reported as
 one warning line (shown to the user by the server).
 """
 
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
+
+from coda_lsp.gate import GateConfig
+from coda_lsp.stats import STATS_MODES
 
 ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 CACHES = ("none", "prefix", "dual")
@@ -35,6 +38,13 @@ class ServerOptions:
     streaming: bool = False              # send coda/partialCompletion notifications
     speculate: bool = True               # after a completion, compute the one that follows accepting it
     threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
+    min_confidence: float = 0.0          # confidence gate: cut a suggestion before its first token below this
+    min_shown_confidence: float = 0.0    # confidence gate: show nothing when the first line's mean is below this
+    stats: str = "on"                    # local acceptance statistics: on | off | code (also keep the text)
+
+    @property
+    def gate(self) -> GateConfig:
+        return GateConfig(self.min_confidence, self.min_shown_confidence)
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -75,6 +85,12 @@ def _threshold(v: Any) -> Optional[float]:
     return float(v)
 
 
+def _unit(v: Any) -> float:
+    if isinstance(v, bool) or not 0 <= float(v) <= 1:
+        raise ValueError("expected a number in [0, 1]")
+    return float(v)
+
+
 def _threads(v: Any) -> Optional[int]:
     return None if v is None else _positive_int(v)
 
@@ -112,6 +128,8 @@ KEYS = {
     "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)), "speculate": ("speculate", _bool),
     "blockLength": ("block_length", _positive_int),
     "threads": ("threads", _threads),
+    "minConfidence": ("min_confidence", _unit), "minShownConfidence": ("min_shown_confidence", _unit),
+    "stats": ("stats", _choice(STATS_MODES)),
 }
 assert {f for f, _ in KEYS.values()} == {f.name for f in fields(ServerOptions)}
 

@@ -24,8 +24,9 @@ from coda_model import default_model_path
 
 from coda_lsp.context import CompletionContext, ContextConfig, build_context
 from coda_lsp.documents import Document, DocumentStore, Pos
+from coda_lsp.gate import Candidate, GateConfig, gated_text
 from coda_lsp.options import ServerOptions
-from coda_lsp.postprocess import PostContext, postprocess, unify_newlines
+from coda_lsp.postprocess import PostContext, unify_newlines
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,12 @@ class InfillJob:
             return []
         return [self.lm.engine.hole_text(self.state, c) for c in range(self.num_candidates)]
 
+    def candidates(self) -> list[Candidate]:
+        """Each candidate as token pieces with their confidence (what the confidence gate reads)."""
+        if self.state is None:
+            return []
+        return [Candidate.of(self.lm.engine.hole_spans(self.state, c)) for c in range(self.num_candidates)]
+
 
 def post_context(ctx: CompletionContext) -> PostContext:
     # a replaced rest-of-line (closers) still counts as what follows the hole: it is re-appended below
@@ -195,14 +202,19 @@ def post_context(ctx: CompletionContext) -> PostContext:
 
 
 def clean_items(texts: list[str], ctx: CompletionContext) -> list[str]:
-    """Post-process every candidate, drop empty ones and duplicates (order kept).
+    """Post-process every candidate, drop empty ones and duplicates (order kept); no confidence gate."""
+    return clean_candidates([Candidate.sure(t) for t in texts], ctx, GateConfig())
+
+
+def clean_candidates(cands: list[Candidate], ctx: CompletionContext, gate: GateConfig) -> list[str]:
+    """The confidence gate and the post-processing chain on every candidate; empty ones and duplicates dropped.
 
     For a line hole whose range covers closers at the end of the line, the item keeps those closers
     (the post-processing already removed the ones the model repeated), so accepting never loses them.
     """
     pctx, out = post_context(ctx), []
-    for text in texts:
-        cleaned = postprocess(text, pctx)
+    for cand in cands:
+        cleaned = gated_text(cand, pctx, gate)
         if cleaned is None:
             continue
         if ctx.kind == "line" and ctx.replaced:
