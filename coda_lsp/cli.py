@@ -135,7 +135,7 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
         print(f"coda-lsp {command}: {exc}", file=sys.stderr)
         return 2
     options = options_from(args)
-    from coda_lsp.service import InfillJob, ModelUnavailable, clean_items, load_engine, CompletionService
+    from coda_lsp.service import InfillJob, ModelUnavailable, clean_candidates, load_engine, CompletionService
     svc = CompletionService(options)
     t0 = time.perf_counter()
     try:
@@ -157,7 +157,7 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
         if args.show_steps:
             shown = partial.replace("\n", "\\n")
             print(f"step {step:>3}/{steps} masked {masked:>3} | {shown}", file=sys.stderr)
-    items = clean_items(job.texts(), ctx)
+    items = clean_candidates(job.candidates(), ctx, options.gate)
     print(f"coda-lsp: {job.num_steps} steps in {time.perf_counter() - t1:.2f}s "
           f"(total {time.perf_counter() - t0:.2f}s)", file=sys.stderr)
     if not items:

@@ -101,6 +101,15 @@ def apply_gate(c: Candidate, cfg: GateConfig, how: str = FIRST_LINE_SCORE) -> Op
     return cut(c, cfg.min_confidence)
 
 
+def hidden_note(cands: list[Candidate], cfg: GateConfig, how: str = FIRST_LINE_SCORE) -> Optional[str]:
+    """A log line when the gate hid every candidate that had code (None otherwise)."""
+    scores = [first_line_score(c, how) for c in cands if c.text.strip()]
+    if not scores or cfg.off or max(scores) >= cfg.min_shown_confidence:
+        return None
+    return (f"confidence gate: nothing shown, best first-line {how} confidence {max(scores):.2f} < "
+            f"minShownConfidence {cfg.min_shown_confidence:g}")
+
+
 def gated_text(c: Candidate, pctx: PostContext, cfg: GateConfig, how: str = FIRST_LINE_SCORE) -> Optional[str]:
     """The gate, then the post-processing chain on what it kept; None = show nothing for this candidate."""
     gated = apply_gate(c, cfg, how)

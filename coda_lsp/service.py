@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,10 +24,11 @@ from coda_model import default_model_path
 
 from coda_lsp.context import CompletionContext, ContextConfig, build_context
 from coda_lsp.documents import Document, DocumentStore, Pos
-from coda_lsp.gate import Candidate, GateConfig, gated_text
+from coda_lsp.gate import Candidate, GateConfig, cut, gated_text, hidden_note
 from coda_lsp.options import ServerOptions
 from coda_lsp.postprocess import PostContext, unify_newlines
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
+from coda_lsp.stats import StatsRecorder
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class PartialEvent:
     steps: int
     masked_count: int
     done: bool
+    prefix: str = ""            # what Tab accepts while it streams (InfillJob.prefix)
 
 
 @dataclass
@@ -129,6 +131,7 @@ class CompletionResult:
     prepare_s: float = 0.0      # tokenizing and trimming (on the worker)
     post_s: float = 0.0         # decoding the candidates and post-processing
     cpu_s: float = 0.0          # CPU time of the non-model work (event-loop thread + worker preparation)
+    ids: list[str] = field(default_factory=list)   # one per item (record_shown): the `coda.accepted` argument
 
 
 class InfillJob:
@@ -187,6 +190,19 @@ class InfillJob:
             return []
         return [self.lm.engine.hole_text(self.state, c) for c in range(self.num_candidates)]
 
+    def prefix(self, gate: GateConfig) -> str:
+        """Candidate 0's decoded text before its first still-masked token, cut by the gate's minConfidence.
+
+        What a Tab accepts while the hole still streams: the revealed tokens after a masked one may
+        still change meaning, the ones before it will not."""
+        if self.state is None:
+            return ""
+        masked = self.state.masked[0]
+        k = int(masked.nonzero()[0]) if bool(masked.any()) else int(masked.numel())
+        head = replace(self.state, tokens=self.state.tokens[:, :k], masked=masked[None, :k],
+                       confidence=self.state.confidence[:, :k])
+        return cut(Candidate.of(self.lm.engine.hole_spans(head, 0)), gate.min_confidence)[0]
+
     def candidates(self) -> list[Candidate]:
         """Each candidate as token pieces with their confidence (what the confidence gate reads)."""
         if self.state is None:
@@ -234,7 +250,8 @@ class CompletionService:
     model: Optional[LoadedEngine] = None
     state: str = "loading"                  # loading | ready | error
     message: str = ""
-    speculations: dict[str, "asyncio.Future[Optional[list[str]]]"] = field(default_factory=dict)  # by result key
+    speculations: dict[str, "asyncio.Future[Optional[list[Candidate]]]"] = field(default_factory=dict)  # by result key
+    stats: StatsRecorder = field(default_factory=StatsRecorder)   # local acceptance statistics
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
 
     # --- model ---------------------------------------------------------------------------------------
@@ -325,14 +342,18 @@ class CompletionService:
         lm = self.model
         budget = self.options.context_tokens
 
+        made: list[InfillJob] = []
+
         def make_job() -> InfillJob:
-            return InfillJob(lm, ctx, self.options, num_candidates, budget)
+            made.append(InfillJob(lm, ctx, self.options, num_candidates, budget))
+            return made[-1]
 
         def on_step(p: tuple[str, int, int, int, bool]) -> None:
             if on_partial is not None and not p[4]:
-                text = unify_newlines(p[0])
-                text = text.split("\n", 1)[0] if ctx.single_line else text
-                on_partial(PartialEvent(uri, version, start, end, text, p[1], p[2], p[3], False))
+                one_line = (lambda t: t.split("\n", 1)[0]) if ctx.single_line else (lambda t: t)
+                prefix = one_line(unify_newlines(made[-1].prefix(self.options.gate)))
+                on_partial(PartialEvent(uri, version, start, end, one_line(unify_newlines(p[0])), p[1], p[2], p[3],
+                                        False, prefix))
 
         cache_key = self._result_key(ctx, num_candidates)
         texts = self.result_cache.get(cache_key)
@@ -352,11 +373,15 @@ class CompletionService:
             if job is None:
                 return None
             t_post = time.perf_counter()
-            texts = job.texts()
+            texts = job.candidates()
             self.result_cache.put(cache_key, texts)
         else:
             t_post = time.perf_counter()
-        items = clean_items(texts, ctx)
+        if num_candidates > 1:   # invoked: the greedy suggestion shown before (if computed) stays first
+            texts = (self.result_cache.get(self._result_key(ctx, 1)) or []) + texts
+        items = clean_candidates(texts, ctx, self.options.gate)
+        if not items and (note := hidden_note(texts, self.options.gate)):
+            log.info("%s:%d:%d %s", uri, start.line, start.character, note)
         post_s = time.perf_counter() - t_post
         if on_partial is not None:
             steps = job.num_steps if job else 0
@@ -397,14 +422,14 @@ class CompletionService:
             current = self.docs.get(uri)
             return current is None or (current.text != seen and current.text != accepted.text)
 
-        done: asyncio.Future[Optional[list[str]]] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Optional[list[Candidate]]] = asyncio.get_running_loop().create_future()
         self.speculations[key] = done
         texts = None
         try:
             job = await self.scheduler.run(ticket, lambda: InfillJob(lm, spec_ctx, opts, 1, opts.context_tokens),
                                            lambda _partial: None, 0, abort=diverged, background=True)
             if job is not None:
-                texts = job.texts()
+                texts = job.candidates()
                 self.result_cache.put(key, texts)
                 log.debug("speculated the completion after accepting %r: %r", item[:40], texts[:1])
         except Exception:   # a background run never surfaces; the real request computes it again
@@ -413,5 +438,15 @@ class CompletionService:
             del self.speculations[key]
             done.set_result(texts)
 
+    def record_shown(self, result: CompletionResult) -> None:
+        """Give the result's items ids (their `coda.accepted` argument); the statistics count them as shown."""
+        o, m = self.options, self.model
+        self.stats.mode = o.stats
+        settings = f"minConfidence={o.min_confidence:g} minShownConfidence={o.min_shown_confidence:g} steps={o.steps}"
+        result.ids = self.stats.show(result.uri, result.items, latency_ms=1000 * result.total_s,
+                                     model=m.path.name if m else "?", settings=settings,
+                                     type_through=result.source == "type-through")
+
     def shutdown(self) -> None:
+        self.stats.close()
         self.scheduler.shutdown()

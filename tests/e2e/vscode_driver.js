@@ -144,17 +144,40 @@ async function main() {
     result.ghost_retriggered = await ghostText(page);
     log(`ghost again ${JSON.stringify(result.ghost_retriggered)}`);
 
+    // Alt+] (VS Code's Show Next Inline Suggestion) cycles to another candidate of the explicit request
+    await page.keyboard.press('Alt+BracketRight');
+    await page.waitForFunction(([sel, g]) => {
+      const t = Array.from(document.querySelectorAll(sel)).map((e) => e.textContent).join('\n');
+      return t && t !== g;
+    }, [GHOST, result.ghost_retriggered], { polling: 50, timeout: 30000 })
+      .catch(() => log('Alt+] showed no other candidate'));
+    await page.waitForTimeout(300);
+    result.ghost_cycled = await ghostText(page);
+    log(`ghost after Alt+] ${JSON.stringify(result.ghost_cycled)}`);
+
     // Ctrl+Right accepts the next word only (VS Code's inlineSuggest.acceptNextWord); the rest stays as ghost text
     await page.keyboard.press('Control+ArrowRight');
     await page.waitForFunction(([sel, g]) => Array.from(document.querySelectorAll(sel)).map((e) => e.textContent)
-      .join('\n') !== g, [GHOST, result.ghost_retriggered], { polling: 50, timeout: 10000 })
+      .join('\n') !== g, [GHOST, result.ghost_cycled], { polling: 50, timeout: 10000 })
       .catch(() => log('Ctrl+Right left the ghost text as it was'));
     await page.waitForTimeout(300);
     result.ghost_after_word = await ghostText(page);
     log(`ghost after accepting a word ${JSON.stringify(result.ghost_after_word)}`);
 
-    // Tab accepts the rest
+    // Ctrl+Alt+Right accepts the next line (inlineSuggest.acceptNextLine, the extension's keybinding)
     if (await page.locator(GHOST).count()) {
+      const linesWord = await viewLines(page);
+      await page.keyboard.press('Control+Alt+ArrowRight');
+      await page.waitForFunction((b) => document.querySelector('.monaco-editor .view-lines').textContent !== b,
+        linesWord, { polling: 50, timeout: 10000 }).catch(() => log('Ctrl+Alt+Right changed nothing on screen'));
+      await page.waitForTimeout(300);
+    }
+    result.lines_after_line = await viewLines(page);
+    result.ghost_after_line = await ghostText(page);
+    log(`ghost after accepting a line ${JSON.stringify(result.ghost_after_line)}`);
+
+    // Tab accepts the rest (a multi-line suggestion still has some)
+    if (result.ghost_after_line && await page.locator(GHOST).count()) {
       const linesWord = await viewLines(page);
       await page.keyboard.press('Tab');
       await page.waitForFunction((b) => document.querySelector('.monaco-editor .view-lines').textContent !== b,

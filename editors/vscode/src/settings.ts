@@ -10,6 +10,7 @@ import * as vscode from 'vscode';
 export const SERVER_KEYS = [
   'modelPath', 'device', 'dtype', 'steps', 'maxTokens', 'algorithm', 'temperature', 'threshold',
   'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads',
+  'minConfidence', 'minShownConfidence', 'stats',
 ] as const;
 
 /** Settings whose change needs a new server process. */

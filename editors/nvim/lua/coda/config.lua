@@ -12,9 +12,13 @@ M.defaults = {
   filetypes = nil, ---@type string[]? nil = every filetype with a file name
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'Cargo.toml', 'go.mod' },
   enabled = true, --- inline completion on at start (`:CodaToggle` flips it)
-  keymaps = {
-    accept = '<Tab>', --- insert mode: accept the ghost text (falls back to a normal <Tab>)
-    dismiss = '<C-]>', --- insert mode: hide the ghost text
+  keymaps = { --- insert mode; false disables one
+    accept = '<Tab>', --- accept the ghost text, or what is shown while it streams (else a normal <Tab>)
+    accept_word = '<M-Right>', --- accept the next word of the ghost text; the rest stays shown
+    accept_line = '<M-Down>', --- accept the next line of the ghost text; the rest stays shown
+    next = '<M-]>', --- next candidate (asks the server for several)
+    prev = '<M-[>', --- previous candidate
+    dismiss = '<C-]>', --- hide the ghost text
   },
   -- server settings (sent as initializationOptions and on `require('coda').configure{...}`)
   model_path = nil, ---@type string? CoDA model directory; nil = the embedded default model
@@ -33,6 +37,9 @@ M.defaults = {
   speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
   block_length = nil, ---@type integer? with a cache, decode in left-to-right blocks of this many tokens (server default 8)
   threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
+  min_confidence = nil, ---@type number? cut a suggestion before its first token less sure than this (server default: see docs/suggestions.md)
+  min_shown_confidence = nil, ---@type number? show nothing when the first line's mean confidence is below this
+  stats = nil, ---@type string? local acceptance statistics: on | off | code (server default on)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -53,6 +60,9 @@ M.server_keys = {
   speculate = 'speculate',
   block_length = 'blockLength',
   threads = 'threads',
+  min_confidence = 'minConfidence',
+  min_shown_confidence = 'minShownConfidence',
+  stats = 'stats',
 }
 
 ---@type coda.Config
