@@ -132,6 +132,7 @@ class CompletionResult:
     post_s: float = 0.0         # decoding the candidates and post-processing
     cpu_s: float = 0.0          # CPU time of the non-model work (event-loop thread + worker preparation)
     ids: list[str] = field(default_factory=list)   # one per item (record_shown): the `coda.accepted` argument
+    note: str = ""              # why nothing is shown (the confidence gate hid every candidate), for coda/status
 
 
 class InfillJob:
@@ -298,7 +299,7 @@ class CompletionService:
             return None
         cursor = doc.offset_at(pos)
         hit = self.type_cache.get(uri, doc.text, cursor)
-        if hit is not None:
+        if hit is not None and (not invoked or len(hit[0]) > 1):   # invoked wants several: one is not enough
             items, replace_len = hit
             return CompletionResult(uri, doc.version, doc.position_at(cursor),
                                     doc.position_at(min(len(doc.text), cursor + replace_len)), items[:3 if invoked else 1],
@@ -380,7 +381,8 @@ class CompletionService:
         if num_candidates > 1:   # invoked: the greedy suggestion shown before (if computed) stays first
             texts = (self.result_cache.get(self._result_key(ctx, 1)) or []) + texts
         items = clean_candidates(texts, ctx, self.options.gate)
-        if not items and (note := hidden_note(texts, self.options.gate)):
+        note = hidden_note(texts, self.options.gate) if not items else None
+        if note:
             log.info("%s:%d:%d %s", uri, start.line, start.character, note)
         post_s = time.perf_counter() - t_post
         if on_partial is not None:
@@ -388,7 +390,7 @@ class CompletionService:
             on_partial(PartialEvent(uri, version, start, end, items[0] if items else "", steps, steps, 0, True))
         return CompletionResult(uri, version, start, end, items, source="model" if job else source, kind=ctx.kind,
                                 model_s=job.model_s if job else 0.0, prepare_s=job.prepare_s if job else 0.0,
-                                post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0)
+                                post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0, note=note or "")
 
     def _result_key(self, ctx: CompletionContext, num_candidates: int) -> str:
         """The exact model input and decode settings: equal keys give equal items."""

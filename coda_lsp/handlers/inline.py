@@ -24,19 +24,21 @@ async def run_completion(ls, uri: str, position: types.Position, invoked: bool) 
     on_partial = ls.send_partial if service.options.streaming else None
     if service.ready:
         ls.send_status("busy")
+    note = None
     try:
         result = await service.complete(uri, pos_in(position), invoked=invoked, on_partial=on_partial)
         if result is None:
             log.debug("completion %s %d:%d invoked=%s: no result", uri, position.line, position.character, invoked)
         else:
             service.record_shown(result)
+            note = result.note or None
             log.debug("completion %s %d:%d invoked=%s: %s %s hole, %d item(s) in %.0f ms (model %.0f ms) %r", uri,
                       position.line, position.character, invoked, result.source, result.kind, len(result.items),
                       1000 * result.total_s, 1000 * result.model_s, result.items[:1])
         return result
     finally:
         if service.ready and service.scheduler.active == 0:
-            ls.send_status("ready")
+            ls.send_status("ready", note)   # the gate's "nothing shown" goes to the status, not the editor
 
 
 def register(server) -> None:
