@@ -1,10 +1,12 @@
 """Local acceptance statistics: what was shown, what the user kept. Never sent anywhere.
 
-Each suggestion the server returns gets an id (`StatsRecorder.show`). When it ends, one JSON line
-is appended to `stats.jsonl` under the platform's user state directory (platformdirs):
+Each suggestion the server shows gets an id, each of its items (candidates to cycle through) the id
+"<suggestion>.<k>" (`StatsRecorder.show`). When it ends, one JSON line is appended to `stats.jsonl`
+under the platform's user state directory (platformdirs):
 
     {"t": 1733240000.0, "id": "...", "outcome": "accepted" | "partial" | "dismissed", "chars": 23,
-     "accepted_chars": 23, "latency_ms": 41.0, "model": "default_model", "settings": "minConfidence=0.3 ..."}
+     "accepted_chars": 23, "candidates": 1, "latency_ms": 41.0, "model": "default_model",
+     "settings": "minConfidence=0.3 ..."}
 
 An outcome is `accepted` when the editor ran the item's `coda.accepted` command with no `chars`
 (the whole item), `partial` when it reported fewer characters (accept word / line), and `dismissed`
@@ -45,12 +47,14 @@ def default_path() -> Path:
 
 @dataclass
 class Pending:
+    """One suggestion shown: the items of one result (the user cycles among them), until it ends."""
     uri: str
-    chars: int
+    items: list[str]            # kept in memory only; written only when the `stats` setting is "code"
     latency_ms: float
     model: str
     settings: str
-    text: Optional[str]
+    keep_text: bool
+    chosen: int = 0             # the item the user accepted (from) last
     accepted_chars: int = 0
 
 
@@ -98,58 +102,73 @@ class StatsLog:
 
 @dataclass
 class StatsRecorder:
-    """Ids for shown suggestions and their one outcome each; `mode` is the `stats` setting."""
+    """Ids for shown suggestions and one outcome each; `mode` is the `stats` setting.
+
+    The items of one result are one suggestion (the user cycles among them): item k of suggestion g
+    has the id "g.k", and an accept of any of them is the suggestion's outcome."""
     log_file: StatsLog = field(default_factory=StatsLog)
     mode: str = "on"
     pending: "OrderedDict[str, Pending]" = field(default_factory=OrderedDict)
-    last: dict = field(default_factory=dict)   # uri -> id of the suggestion shown last there
 
     def show(self, uri: str, items: list[str], *, latency_ms: float, model: str, settings: str,
              type_through: bool = False) -> list[str]:
-        """Ids for the items of a result; the suggestions shown before at `uri` end as dismissed.
+        """Ids for the items of a result; the suggestion shown before at `uri` ends (typed over / dismissed).
 
-        A type-through result (the user typed what was shown) continues the suggestion it came from."""
-        if type_through and self.last.get(uri) in self.pending:
-            return [self.last[uri]] * len(items)
+        A type-through result (the user typed, or partly accepted, what was shown) continues the
+        suggestion whose item it is the rest of."""
+        if type_through:
+            ids = [self._continued(uri, item) for item in items]
+            if all(ids):
+                return ids
         self.end_uri(uri)
-        ids = [uuid.uuid4().hex[:16] for _ in items]
-        if self.mode == "off":
-            return ids
-        for i, item in zip(ids, items):
-            self.pending[i] = Pending(uri, len(item), round(latency_ms, 1), model, settings,
-                                      item if self.mode == "code" else None)
-        if ids:
-            self.last[uri] = ids[0]
-        while len(self.pending) > MAX_PENDING:
-            self._end(next(iter(self.pending)))
+        group = uuid.uuid4().hex[:16]
+        ids = [f"{group}.{k}" for k in range(len(items))]
+        if self.mode != "off" and items:
+            self.pending[group] = Pending(uri, list(items), round(latency_ms, 1), model, settings, self.mode == "code")
+            while len(self.pending) > MAX_PENDING:
+                self._end(next(iter(self.pending)))
         return ids
 
+    def _continued(self, uri: str, rest: str) -> Optional[str]:
+        for group, p in reversed(self.pending.items()):
+            if p.uri == uri:
+                for k, item in enumerate(p.items):
+                    if item.endswith(rest) and len(item) > len(rest):
+                        return f"{group}.{k}"
+                return None
+        return None
+
     def accepted(self, sid: str, chars: Optional[int] = None) -> bool:
-        """The editor accepted `chars` characters of `sid` (None: all); False for an unknown id."""
-        p = self.pending.get(sid)
-        if p is None:
+        """The editor accepted `chars` characters of item `sid` (None: all of it); False for an unknown id."""
+        group, _, k = sid.partition(".")
+        p = self.pending.get(group)
+        if p is None or not k.isdigit() or int(k) >= len(p.items):
             return False
-        p.accepted_chars = p.chars if chars is None else min(p.chars, p.accepted_chars + max(0, int(chars)))
-        if p.accepted_chars >= p.chars:
-            self._end(sid)
+        if int(k) != p.chosen:
+            p.chosen, p.accepted_chars = int(k), 0
+        total = len(p.items[p.chosen])
+        p.accepted_chars = total if chars is None else min(total, p.accepted_chars + max(0, int(chars)))
+        if p.accepted_chars >= total:
+            self._end(group)
         return True
 
     def end_uri(self, uri: str) -> None:
-        for sid in [s for s, p in self.pending.items() if p.uri == uri]:
-            self._end(sid)
+        for group in [g for g, p in self.pending.items() if p.uri == uri]:
+            self._end(group)
 
     def close(self) -> None:
-        for sid in list(self.pending):
-            self._end(sid)
+        for group in list(self.pending):
+            self._end(group)
 
-    def _end(self, sid: str) -> None:
-        p = self.pending.pop(sid)
-        outcome = "accepted" if p.accepted_chars >= p.chars else "partial" if p.accepted_chars else "dismissed"
-        row = {"t": round(time.time(), 3), "id": sid, "outcome": outcome, "chars": p.chars,
-               "accepted_chars": p.accepted_chars, "latency_ms": p.latency_ms, "model": p.model,
-               "settings": p.settings}
-        if p.text is not None:
-            row["text"] = p.text
+    def _end(self, group: str) -> None:
+        p = self.pending.pop(group)
+        chars = len(p.items[p.chosen])
+        outcome = "accepted" if p.accepted_chars >= chars else "partial" if p.accepted_chars else "dismissed"
+        row = {"t": round(time.time(), 3), "id": group, "outcome": outcome, "chars": chars,
+               "accepted_chars": p.accepted_chars, "candidates": len(p.items), "latency_ms": p.latency_ms,
+               "model": p.model, "settings": p.settings}
+        if p.keep_text:
+            row["text"] = p.items[p.chosen]
         self.log_file.append(row)
 
 

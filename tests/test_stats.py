@@ -32,7 +32,7 @@ def test_accepted_partial_and_dismissed_are_each_recorded_once(tmp_path):
     [d] = rec.show("file:///a.py", ["x = 1"], **meta)               # a new suggestion: `p` ends as partial
     [other] = rec.show("file:///b.py", ["y = 2"], **meta)           # another document does not end `d`
     rec.close()                                                      # the server stops: `d` was dismissed
-    got = {r["id"]: r for r in rows(rec.log_file.path)}
+    got = {r["id"] + ".0": r for r in rows(rec.log_file.path)}
     assert len(got) == 4 and len(rows(rec.log_file.path)) == 4
     assert got[a]["outcome"] == "accepted" and got[a]["accepted_chars"] == len("return a + b")
     assert got[p]["outcome"] == "partial" and got[p]["accepted_chars"] == 6
@@ -41,6 +41,17 @@ def test_accepted_partial_and_dismissed_are_each_recorded_once(tmp_path):
     assert all("text" not in r for r in got.values())                # no code unless opted in
     assert got[a]["model"] == "tiny" and got[a]["latency_ms"] == 40.0
     assert rec.accepted(a) is False                                  # an id ends once
+
+
+def test_candidates_of_one_result_are_one_suggestion(tmp_path):
+    rec = recorder(tmp_path)
+    ids = rec.show("u", ["first", "second one"], latency_ms=5, model="m", settings="s")
+    assert len(set(ids)) == 2
+    assert rec.accepted(ids[1], 3)                                    # a word of the cycled-to candidate
+    assert rec.show("u", ["ond one"], type_through=True, latency_ms=1, model="m", settings="s") == [ids[1]]
+    assert rec.accepted(ids[1])                                       # the rest
+    [row] = rows(rec.log_file.path)
+    assert row["outcome"] == "accepted" and row["chars"] == len("second one") and row["candidates"] == 2
 
 
 def test_code_is_kept_only_when_opted_in_and_off_writes_nothing(tmp_path):
@@ -98,7 +109,7 @@ def test_corrupt_file_is_skipped_with_one_log_line(tmp_path, caplog):
     rec.accepted(j)                                  # appending after the garbage still works
     with caplog.at_level(logging.WARNING, logger="coda_lsp.stats"):
         got = rec.log_file.read()
-    assert [r["id"] for r in got] == [i, j]
+    assert [r["id"] + ".0" for r in got] == [i, j]
     assert len(caplog.records) == 1 and "3 corrupt" in caplog.records[0].getMessage()
 
 
@@ -123,5 +134,5 @@ def test_rotation_keeps_one_old_file_and_reads_both(tmp_path):
     path = rec.log_file.path
     old = path.with_name(path.name + ".1")
     assert old.exists() and os.path.getsize(path) < 400 + 300
-    got = [r["id"] for r in rec.log_file.read()]
+    got = [r["id"] + ".0" for r in rec.log_file.read()]
     assert got == ids[-len(got):] and len(got) < 12   # the oldest were rotated away, order kept

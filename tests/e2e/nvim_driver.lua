@@ -49,7 +49,9 @@ local function extmark_text(ns)
   local d = marks[1][4]
   local parts = {}
   for _, chunk in ipairs(d.virt_text or {}) do
-    parts[#parts + 1] = chunk[1]
+    if chunk[2] ~= 'ComplHintMore' then -- not Neovim's " (2/4)" candidate counter
+      parts[#parts + 1] = chunk[1]
+    end
   end
   local text = table.concat(parts)
   for _, vl in ipairs(d.virt_lines or {}) do

@@ -115,7 +115,7 @@ def split(text: str, kind: str) -> str:
         return text if nl < 0 else text[: nl + 1]
     ws = text[: len(text) - len(text.lstrip())]
     rest = text[len(ws):]
-    m = re.match(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]+", rest)
+    m = re.match(r"[A-Za-z0-9_\u0080-\U0010ffff]+|[^A-Za-z0-9_\s\u0080-\U0010ffff]+", rest)
     return ws + (m.group(0) if m else "")
 
 

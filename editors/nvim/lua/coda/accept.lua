@@ -9,8 +9,8 @@
 local M = {}
 local api = vim.api
 
---- The part of `text` an accept of `kind` takes: 'word' = leading blanks and the next word (or run of
---- punctuation); 'line' = through the end of the first line (with its newline when more follows).
+--- The part of `text` an accept of `kind` takes: 'word' = leading blanks and the next word (letters,
+--- digits, _ and non-ASCII characters) or run of punctuation; 'line' = through the end of the first line (with its newline when more follows).
 ---@param text string
 ---@param kind 'word'|'line'|'all'
 ---@return string
@@ -25,7 +25,8 @@ function M.split(text, kind)
   elseif kind == 'word' then
     local ws = text:match('^%s*')
     local rest = text:sub(#ws + 1)
-    return ws .. (rest:match('^[%w_]+') or rest:match('^[^%w_%s]+') or '')
+    -- letters, digits, _ and any non-ASCII character form words; other runs of punctuation are one
+    return ws .. (rest:match('^[%w_\128-\255]+') or rest:match('^[^%w_%s\128-\255]+') or '')
   end
   return text
 end
