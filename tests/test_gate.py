@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coda_lsp.context import ContextConfig, build_context
 from coda_lsp.documents import Document
 from coda_lsp.gate import Candidate, GateConfig, Span, apply_gate, cut, first_line_score, gated_text
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.postprocess import PostContext
-from coda_lsp.service import InfillJob, clean_candidates, clean_items, load_engine
+from coda_lsp import pipeline
+from coda_lsp.loading import load_engine
 from coda_model.checkpoint import load_model
 from coda_model.engine import DenoiseState, Engine
 
@@ -86,22 +86,24 @@ def test_a_cut_suggestion_is_not_closed_by_post_processing():
 
 
 def test_infill_job_candidates_feed_the_gate(tiny_model_dir):
-    """The server's job on the tiny model, its confidences overwritten: gate off = the old items, on = cut."""
-    opts = ServerOptions(model_path=str(tiny_model_dir), steps=4, max_tokens=8, context_tokens=256)
+    """The server's job on the tiny model, its confidences overwritten: gate off = the plain items, on = hidden."""
+    opts = ServerOptions(model_path=str(tiny_model_dir), max_tokens=8, context_tokens=256)
     lm = load_engine(opts)
     doc = Document("file:///t.py", "def add(a, b):\n    total = a\n    return total\n", 0, "python")
-    ctx = build_context(doc, len("def add(a, b):\n    total = a"), cfg=ContextConfig(context_tokens=256, max_tokens=8,
-                                                                                       line_tokens=8))
-    job = InfillJob(lm, ctx, opts, 1, 256)
+    ctx = pipeline.build_context(doc, len("def add(a, b):\n    total = a"), None, opts)
+    job = pipeline.infer(lm, pipeline.infer_request(ctx, opts, 1))
     while not job.done:
         job.step()
     [cand] = job.candidates()
     assert cand.text == job.texts()[0]
-    assert clean_candidates([cand], ctx, GateConfig()) == clean_items(job.texts(), ctx)
+    plain = pipeline.postprocess(job.texts(), ctx)
+    assert pipeline.postprocess([cand], ctx, GateConfig()) == plain
     sure = Candidate(tuple(Span(s.text, 0.9) for s in cand.spans))
-    assert clean_candidates([sure], ctx, GateConfig(0.5, 0.5)) == clean_items(job.texts(), ctx)
+    assert pipeline.postprocess([sure], ctx, GateConfig(0.5, 0.5)) == plain
     hidden = Candidate(tuple(Span(s.text, 0.1) for s in cand.spans))
-    assert clean_candidates([hidden], ctx, GateConfig(0.0, 0.5)) == []
+    assert pipeline.postprocess([hidden], ctx, GateConfig(0.0, 0.5)) == []
+    # the streaming prefix: everything decoded, cut by minConfidence
+    assert job.prefix(GateConfig()) == cand.text and job.prefix(GateConfig(0.5, 0.0)) == ""
 
 
 def test_gate_settings_are_validated():
