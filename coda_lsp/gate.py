@@ -56,6 +56,7 @@ class Candidate:
 class GateConfig:
     min_confidence: float = 0.0          # cut before the first token below this (0 = never cut)
     min_shown_confidence: float = 0.0    # show nothing when the first line scores below this (0 = always show)
+    score: str = FIRST_LINE_SCORE        # how the first line is scored (the calibration compares both)
 
     @property
     def off(self) -> bool:
@@ -92,27 +93,27 @@ def cut(c: Candidate, min_confidence: float) -> tuple[str, bool]:
     return "".join(kept), False
 
 
-def apply_gate(c: Candidate, cfg: GateConfig, how: str = FIRST_LINE_SCORE) -> Optional[tuple[str, bool]]:
+def apply_gate(c: Candidate, cfg: GateConfig) -> Optional[tuple[str, bool]]:
     """None when the gate hides the candidate, else (its text, cut?) ready for the post-processing chain."""
     if cfg.off:
         return c.text, False
-    if cfg.min_shown_confidence > 0.0 and first_line_score(c, how) < cfg.min_shown_confidence:
+    if cfg.min_shown_confidence > 0.0 and first_line_score(c, cfg.score) < cfg.min_shown_confidence:
         return None
     return cut(c, cfg.min_confidence)
 
 
-def hidden_note(cands: list[Candidate], cfg: GateConfig, how: str = FIRST_LINE_SCORE) -> Optional[str]:
+def hidden_note(cands: list[Candidate], cfg: GateConfig) -> Optional[str]:
     """A log line when the gate hid every candidate that had code (None otherwise)."""
-    scores = [first_line_score(c, how) for c in cands if c.text.strip()]
+    scores = [first_line_score(c, cfg.score) for c in cands if c.text.strip()]
     if not scores or cfg.off or max(scores) >= cfg.min_shown_confidence:
         return None
-    return (f"confidence gate: nothing shown, best first-line {how} confidence {max(scores):.2f} < "
+    return (f"confidence gate: nothing shown, best first-line {cfg.score} confidence {max(scores):.2f} < "
             f"minShownConfidence {cfg.min_shown_confidence:g}")
 
 
-def gated_text(c: Candidate, pctx: PostContext, cfg: GateConfig, how: str = FIRST_LINE_SCORE) -> Optional[str]:
+def gated_text(c: Candidate, pctx: PostContext, cfg: GateConfig) -> Optional[str]:
     """The gate, then the post-processing chain on what it kept; None = show nothing for this candidate."""
-    gated = apply_gate(c, cfg, how)
+    gated = apply_gate(c, cfg)
     if gated is None:
         return None
     text, was_cut = gated

@@ -70,7 +70,7 @@ def test_gate_hides_on_a_low_first_line_and_off_changes_nothing(engine):
     assert first_line_score(unsure_first, "mean") == pytest.approx((3 * 0.2 + (first_line_tokens - 3) * 0.99)
                                                                    / first_line_tokens, abs=1e-6)
     gate = GateConfig(min_confidence=0.0, min_shown_confidence=0.6)
-    assert apply_gate(unsure_first, gate, "min") is None
+    assert apply_gate(unsure_first, GateConfig(0.0, 0.6, "min")) is None
     assert apply_gate(sure, gate) == (text, False)
     assert apply_gate(unsure_first, GateConfig()) == (text, False)      # gate off: untouched
     assert first_line_score(Candidate.of([("\n", 0.99), ("   ", 0.1)])) == 0.0

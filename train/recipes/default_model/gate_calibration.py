@@ -5,9 +5,9 @@ Why here (a recipe, not benchmarks/): the validation set is the default model's 
 heldout-line` uses, so this lives next to the model it calibrates; it measures quality, not speed.
 
 Each hole goes through the server's own path: the file with the target line blanked to its
-indentation, the cursor after the indentation, `coda_lsp.context.build_context`, the server's
-`InfillJob` (editor decode preset) and, per gate setting, `coda_lsp.service.clean_candidates`
-(the gate, then the post-processing chain). The model runs once per hole; the token pieces and
+indentation, the cursor after the indentation, and the server's pipeline stages
+(`coda_lsp.pipeline`: build_context, infer with the editor decode preset, and per gate setting
+postprocess = the gate, then the clean-up chain). The model runs once per hole; the token pieces and
 their confidences are saved, so the grid of settings is evaluated offline.
 
 For each setting: coverage (share of holes that show anything), precision of what is shown (exact:
@@ -42,28 +42,28 @@ def decode_holes(model: str, data: Path, limit: int) -> list[dict]:
     sys.path.insert(0, str(HERE))
     from compare import heldout_line_holes  # noqa: PLC0415
 
-    from coda_lsp.context import ContextConfig, build_context  # noqa: PLC0415
+    from coda_lsp import pipeline  # noqa: PLC0415
     from coda_lsp.documents import Document  # noqa: PLC0415
+    from coda_lsp.loading import load_engine  # noqa: PLC0415
     from coda_lsp.options import ServerOptions  # noqa: PLC0415
-    from coda_lsp.service import InfillJob, load_engine  # noqa: PLC0415
 
     opts = ServerOptions(model_path=model)
     lm = load_engine(opts)
-    cfg = ContextConfig(context_tokens=opts.context_tokens, max_tokens=opts.max_tokens,
-                        line_tokens=min(24, opts.max_tokens))
     out, t0 = [], time.perf_counter()
-    for row in heldout_line_holes(data, limit):
+    for i, row in enumerate(heldout_line_holes(data, limit)):
         target = row["canonical_solution"].rstrip("\n")
         indent = target[: len(target) - len(target.lstrip(" \t"))]
         text = row["prompt"] + indent + "\n" + row["suffix"]
         doc = Document("file:///heldout/" + row["task_id"].split(":")[0], text, 0, "python")
-        ctx = build_context(doc, len(row["prompt"]) + len(indent), cfg=cfg)
-        job = InfillJob(lm, ctx, opts, 1, opts.context_tokens)
+        ctx = pipeline.build_context(doc, len(row["prompt"]) + len(indent), None, opts)
+        job = pipeline.infer(lm, pipeline.infer_request(ctx, opts, 1))
         while not job.done:
             job.step()
         cand = job.candidates()[0]
         out.append({"task_id": row["task_id"], "target": target.strip(), "kind": ctx.kind,
                     "spans": [[s.text, s.confidence] for s in cand.spans], "ctx": _ctx_fields(ctx)})
+        if i % 20 == 0:
+            print(f"{i} holes, {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     print(f"decoded {len(out)} holes in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     return out
 
@@ -73,26 +73,22 @@ def _ctx_fields(ctx) -> dict:
                                          "line_prefix", "line_suffix", "indent", "indent_unit", "replaced")}
 
 
-def shown_line(hole: dict, gate, how: str):
-    """First line the user would see for this hole under `gate`, or None."""
-    from coda_lsp import gate as g  # noqa: PLC0415
+def shown_line(hole: dict, gate):
+    """First line the user would see for this hole under `gate` (the server's stage 4), or None."""
+    from coda_lsp import pipeline  # noqa: PLC0415
     from coda_lsp.context import CompletionContext  # noqa: PLC0415
-    from coda_lsp.service import post_context  # noqa: PLC0415
+    from coda_lsp.gate import Candidate  # noqa: PLC0415
 
-    ctx = CompletionContext(**hole["ctx"])
-    cand = g.Candidate.of(hole["spans"])
-    text = g.gated_text(cand, post_context(ctx), gate, how)
-    if text is None:
-        return None
-    first = next((l.strip() for l in text.split("\n") if l.strip()), "")
+    items = pipeline.postprocess([Candidate.of(hole["spans"])], CompletionContext(**hole["ctx"]), gate)
+    first = next((l.strip() for l in items[0].split("\n") if l.strip()), "") if items else ""
     return first or None
 
 
-def score(holes: list[dict], gate, how: str, cost: float) -> dict:
+def score(holes: list[dict], gate, cost: float) -> dict:
     shown = exact = prefix = 0
     sim = value = 0.0
     for h in holes:
-        line = shown_line(h, gate, how)
+        line = shown_line(h, gate)
         if line is None:
             continue
         want = " ".join(h["target"].split())
@@ -104,7 +100,7 @@ def score(holes: list[dict], gate, how: str, cost: float) -> dict:
         sim += difflib.SequenceMatcher(None, got, want).ratio()
         value += len(got) if ok else -cost
     n = len(holes)
-    return {"min_confidence": gate.min_confidence, "min_shown_confidence": gate.min_shown_confidence, "score": how,
+    return {"min_confidence": gate.min_confidence, "min_shown_confidence": gate.min_shown_confidence, "score": gate.score,
             "coverage": shown / n, "shown": shown, "exact": exact / max(1, shown), "prefix_ok": prefix / max(1, shown),
             "edit_similarity": sim / max(1, shown), "value_per_shown": value / max(1, shown), "value_per_request": value / n}
 
@@ -115,7 +111,7 @@ def grid(holes: list[dict], cost: float) -> list[dict]:
     for how in ("mean", "min"):
         for mc in GRID:
             for ms in GRID:
-                rows.append(score(holes, GateConfig(mc, ms), how, cost))
+                rows.append(score(holes, GateConfig(mc, ms, how), cost))
     return rows
 
 
@@ -166,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     best = max(rows, key=lambda r: (round(r["value_per_request"], 6), r["coverage"]))
     off = next(r for r in rows if r["min_confidence"] == 0 and r["min_shown_confidence"] == 0)
     from coda_lsp.gate import GateConfig  # noqa: PLC0415
-    on = GateConfig(best["min_confidence"], best["min_shown_confidence"])
-    examples = [{"task_id": h["task_id"], "target": h["target"],
-                 "off": shown_line(h, GateConfig(), best["score"]), "on": shown_line(h, on, best["score"])}
+    on = GateConfig(best["min_confidence"], best["min_shown_confidence"], best["score"])
+    examples = [{"task_id": h["task_id"], "target": h["target"], "off": shown_line(h, GateConfig()),
+                 "on": shown_line(h, on)}
                 for h in holes[: args.examples]]
     sensitivity = {}
     for cost in (0.0, 4.0, 8.0, 16.0, 32.0):
