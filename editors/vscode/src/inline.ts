@@ -41,6 +41,9 @@ interface Flight {
   finalServed?: boolean;
   /** Started by an explicit trigger: the server answers with several candidates. */
   invoked: boolean;
+  /** What stays shown while an invoked run computes (the automatic run's items at the same place): its
+   * partials are not drawn, so VS Code keeps the suggestion the user sees and can cycle once it is done. */
+  shown?: vscode.InlineCompletionItem[];
   waiters: Array<() => void>;
 }
 
@@ -87,7 +90,12 @@ export class InlineStreamer implements vscode.Disposable {
     const invoked = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke;
     const wantsMore = invoked && !!flight && flight.key === key && !flight.invoked && !!flight.finalServed;
     if (!flight || flight.key !== key || wantsMore) {
+      const before = wantsMore ? flight!.final : undefined;
       flight = this.start(client, document, position, context, uri, key, invoked);
+      flight.shown = before;
+    }
+    if (!flight.final && flight.shown) {
+      return flight.shown;
     }
     if (!flight.final && !flight.partial) {
       await new Promise<void>((resolve) => {
@@ -157,7 +165,7 @@ export class InlineStreamer implements vscode.Disposable {
     if (!this.enabled || !flight || flight.final || p.uri !== flight.uri || (p.version !== null && p.version !== flight.version)) {
       return false;
     }
-    if (p.done || p.text.length === 0) {
+    if (p.done || p.text.length === 0 || flight.shown) {
       return true;
     }
     const r = p.range;
