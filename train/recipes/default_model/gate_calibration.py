@@ -143,6 +143,22 @@ def plot(rows: list[dict], best: dict, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def markdown_table(rows: list[dict], best: dict) -> str:
+    """The two sweeps through the chosen setting (minShownConfidence, then minConfidence), as markdown."""
+    head = ("| minConfidence | minShownConfidence | coverage | exact | correct prefix | edit sim | "
+            "net chars / shown | net chars / request |\n|---|---|---|---|---|---|---|---|")
+    pick = [r for r in rows if r["score"] == best["score"] and r["min_confidence"] == best["min_confidence"]]
+    pick += [r for r in rows if r["score"] == best["score"] and r["min_shown_confidence"] == best["min_shown_confidence"]
+             and r["min_confidence"] != best["min_confidence"]]
+    out = [head]
+    for r in sorted(pick, key=lambda r: (r["min_confidence"], r["min_shown_confidence"])):
+        mark = "**" if r is best else ""
+        out.append(f"| {mark}{r['min_confidence']}{mark} | {mark}{r['min_shown_confidence']}{mark} | {r['coverage']:.1%} | "
+                   f"{r['exact']:.1%} | {r['prefix_ok']:.1%} | {r['edit_similarity']:.3f} | "
+                   f"{r['value_per_shown']:.2f} | {r['value_per_request']:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model directory (default: the embedded default model)")
@@ -179,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(rows, best, args.plot)
     print(json.dumps({"n": len(holes), "best": best, "off": off, "sensitivity": sensitivity}, indent=1))
+    print(markdown_table(rows, best))
     for e in examples:
         print(f"{e['task_id']}\n  target: {e['target']!r}\n  off:    {e['off']!r}\n  on:     {e['on']!r}")
     return 0
