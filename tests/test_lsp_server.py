@@ -149,12 +149,18 @@ async def test_invoked_trigger_returns_a_list_and_automatic_too(client):
         assert isinstance(result, types.InlineCompletionList) and len(result.items) <= 3
 
 
-@pytest.mark.asyncio(loop_scope="module")
-async def test_typing_the_predicted_text_is_answered_from_the_type_through_cache(client):
-    uri = "file:///w/typethrough.py"
+async def complete_fresh(client, uri: str) -> types.InlineCompletionList:
+    """Open a small document and ask at the end of `    y = ` (where the tiny model gives an item)."""
     open_doc(client, uri, "def f(x):\n    y = \n    return y\n")
     first = await client.text_document_inline_completion_async(inline_params(uri, 1, 8))
     assert first.items, "the tiny model gave no item here; pick another position"
+    return first
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_typing_the_predicted_text_is_answered_from_the_type_through_cache(client):
+    uri = "file:///w/typethrough.py"
+    first = await complete_fresh(client, uri)
     text = first.items[0].insert_text
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
@@ -340,9 +346,7 @@ async def test_settings_change_through_did_change_configuration(client):
 async def test_items_carry_an_accept_command_that_feeds_the_local_statistics(client):
     """The item's `coda.accepted` command (what VS Code runs on accept) records it once, with no code text."""
     uri = "file:///w/stats.py"
-    open_doc(client, uri, "def f(x):\n    y = \n    return y\n")
-    auto = await client.text_document_inline_completion_async(inline_params(uri, 1, 8))
-    assert auto.items, "the tiny model gave no item here; pick another position"
+    auto = await complete_fresh(client, uri)
     # partials carry the prefix a Tab takes while streaming: a start of the streamed text's first run
     partials = [p for p in client.recorder.for_uri(uri) if not p.done]
     assert partials and all(isinstance(p.prefix, str) for p in partials)
