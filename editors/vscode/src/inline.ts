@@ -22,6 +22,8 @@ export interface PartialParams {
   version: number | null;
   range: { start: { line: number; character: number }; end: { line: number; character: number } };
   text: string;
+  /** The decoded text before the first still-masked token, cut by the confidence gate (older servers: absent). */
+  prefix?: string;
   step: number;
   steps: number;
   maskedCount: number;
@@ -165,12 +167,15 @@ export class InlineStreamer implements vscode.Disposable {
     if (!this.enabled || !flight || flight.final || p.uri !== flight.uri || (p.version !== null && p.version !== flight.version)) {
       return false;
     }
-    if (p.done || p.text.length === 0 || flight.shown) {
+    // While it streams, the ghost text is the confident decoded prefix: what Tab would accept. The full
+    // step text leaves masked spans out, so accepting it would insert words with gaps between them.
+    const shown = p.prefix ?? p.text;
+    if (p.done || shown.length === 0 || flight.shown) {
       return true;
     }
     const r = p.range;
     flight.partial = {
-      text: p.text, step: p.step, steps: p.steps,
+      text: shown, step: p.step, steps: p.steps,
       range: new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character),
     };
     this.wake(flight, true);
