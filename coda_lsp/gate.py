@@ -103,12 +103,17 @@ def apply_gate(c: Candidate, cfg: GateConfig) -> Optional[tuple[str, bool]]:
 
 
 def hidden_note(cands: list[Candidate], cfg: GateConfig) -> Optional[str]:
-    """A log line when the gate hid every candidate that had code (None otherwise)."""
-    scores = [first_line_score(c, cfg.score) for c in cands if c.text.strip()]
-    if not scores or cfg.off or max(scores) >= cfg.min_shown_confidence:
+    """A log / status line when the gate hid every candidate that had code (None otherwise)."""
+    coded = [c for c in cands if c.text.strip()]
+    if not coded or cfg.off:
         return None
-    return (f"confidence gate: nothing shown, best first-line {cfg.score} confidence {max(scores):.2f} < "
-            f"minShownConfidence {cfg.min_shown_confidence:g}")
+    scores = [first_line_score(c, cfg.score) for c in coded]
+    if any(s >= cfg.min_shown_confidence and cut(c, cfg.min_confidence)[0].strip() for c, s in zip(coded, scores)):
+        return None
+    first = max(next((s.confidence for s in c.spans if s.text.strip()), 0.0) for c in coded)
+    return (f"confidence gate: nothing shown (best first-line {cfg.score} confidence {max(scores):.2f}, "
+            f"minShownConfidence {cfg.min_shown_confidence:g}; best first token {first:.2f}, "
+            f"minConfidence {cfg.min_confidence:g})")
 
 
 def gated_text(c: Candidate, pctx: PostContext, cfg: GateConfig) -> Optional[str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from coda_lsp.documents import Document
-from coda_lsp.gate import Candidate, GateConfig, Span, apply_gate, cut, first_line_score, gated_text
+from coda_lsp.gate import Candidate, GateConfig, Span, apply_gate, cut, first_line_score, gated_text, hidden_note
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.postprocess import PostContext
 from coda_lsp import pipeline
@@ -104,6 +104,15 @@ def test_infill_job_candidates_feed_the_gate(tiny_model_dir):
     assert pipeline.postprocess([hidden], ctx, GateConfig(0.0, 0.5)) == []
     # the streaming prefix: everything decoded, cut by minConfidence
     assert job.prefix(GateConfig()) == cand.text and job.prefix(GateConfig(0.5, 0.0)) == ""
+
+
+def test_the_note_says_why_nothing_is_shown():
+    unsure = Candidate((Span("    ", 0.9), Span("return", 0.3), Span(" x", 0.95)))
+    note = hidden_note([unsure], GateConfig(min_confidence=0.8))
+    assert note and "best first token 0.30" in note and "minConfidence 0.8" in note
+    assert hidden_note([unsure], GateConfig(min_confidence=0.2)) is None      # something is shown
+    assert hidden_note([unsure], GateConfig()) is None                        # gate off
+    assert "minShownConfidence 0.7" in hidden_note([unsure], GateConfig(0.0, 0.7))
 
 
 def test_gate_settings_are_validated():

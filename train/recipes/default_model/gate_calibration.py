@@ -116,29 +116,34 @@ def grid(holes: list[dict], cost: float) -> list[dict]:
 
 
 def plot(rows: list[dict], best: dict, out: Path) -> None:
+    """Precision and value vs coverage along the two sweeps: the cut (minConfidence) and the hide
+    threshold (minShownConfidence, mean and min first-line score)."""
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    sweeps = {"minConfidence (cut), minShown 0": [r for r in rows if r["score"] == "mean"
+                                                   and r["min_shown_confidence"] == 0.0],
+              "minShownConfidence (mean), no cut": [r for r in rows if r["score"] == "mean"
+                                                    and r["min_confidence"] == 0.0],
+              "minShownConfidence (min), no cut": [r for r in rows if r["score"] == "min"
+                                                   and r["min_confidence"] == 0.0]}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for how, style in (("mean", "-"), ("min", ":")):
-        for mc in sorted({0.0, best["min_confidence"]}):
-            rs = sorted((r for r in rows if r["score"] == how and r["min_confidence"] == mc), key=lambda r: r["coverage"])
-            label = f"{how}, minConfidence {mc}"
-            axes[0].plot([r["coverage"] for r in rs], [r["exact"] for r in rs], style, marker="o", ms=3,
-                         label=f"exact, {label}")
-            axes[0].plot([r["coverage"] for r in rs], [r["edit_similarity"] for r in rs], style, marker="s", ms=3,
-                         label=f"edit sim, {label}")
-            axes[1].plot([r["coverage"] for r in rs], [r["value_per_request"] for r in rs], style, marker="o", ms=3,
-                         label=label)
+    for (label, rs), color in zip(sweeps.items(), ("C0", "C1", "C2")):
+        rs = sorted((r for r in rs if r["shown"]), key=lambda r: r["coverage"])
+        cov = [r["coverage"] for r in rs]
+        axes[0].plot(cov, [r["prefix_ok"] for r in rs], "-", color=color, marker="o", ms=3, label=f"correct prefix, {label}")
+        axes[0].plot(cov, [r["edit_similarity"] for r in rs], "--", color=color, marker="s", ms=3, label=f"edit sim, {label}")
+        axes[0].plot(cov, [r["exact"] for r in rs], ":", color=color, marker="x", ms=3, label=f"exact, {label}")
+        axes[1].plot(cov, [r["value_per_request"] for r in rs], "-", color=color, marker="o", ms=3, label=label)
     for ax in axes:
         ax.axvline(best["coverage"], color="grey", lw=0.8)
         ax.set_xlabel("coverage (share of requests that show a suggestion)")
     axes[0].set_ylabel("precision of the shown first line")
-    axes[1].set_ylabel("net accepted chars per request")
-    axes[0].set_title("sweep of minShownConfidence (0 .. 0.9)")
-    axes[1].set_title(f"chosen: minConfidence {best['min_confidence']}, minShown {best['min_shown_confidence']}")
+    axes[1].set_ylabel("net accepted chars per request (wrong = -cost)")
+    axes[0].set_title("default model, held-out lines")
+    axes[1].set_title(f"chosen: minConfidence {best['min_confidence']}, minShownConfidence {best['min_shown_confidence']}")
     axes[0].legend(fontsize=6)
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -152,7 +157,8 @@ def markdown_table(rows: list[dict], best: dict) -> str:
              and r["min_confidence"] != best["min_confidence"]]
     out = [head]
     for r in sorted(pick, key=lambda r: (r["min_confidence"], r["min_shown_confidence"])):
-        mark = "**" if r is best else ""
+        same = all(r[k] == best[k] for k in ("score", "min_confidence", "min_shown_confidence"))
+        mark = "**" if same else ""
         out.append(f"| {mark}{r['min_confidence']}{mark} | {mark}{r['min_shown_confidence']}{mark} | {r['coverage']:.1%} | "
                    f"{r['exact']:.1%} | {r['prefix_ok']:.1%} | {r['edit_similarity']:.3f} | "
                    f"{r['value_per_shown']:.2f} | {r['value_per_request']:.2f} |")
