@@ -131,7 +131,8 @@ async def test_cli_complete_prints_the_servers_first_inline_item(client, tiny_mo
     open_doc(client, uri, RUST_SRC, "rust")
     result = await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
     flags = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--steps", str(OPTIONS["steps"]),
-             "--max-tokens", str(OPTIONS["maxTokens"]), "--context-tokens", str(OPTIONS["contextTokens"])]
+             "--max-tokens", str(OPTIONS["maxTokens"]), "--context-tokens", str(OPTIONS["contextTokens"]),
+             "--min-confidence", "0", "--min-shown-confidence", "0"]
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "coda_lsp.cli", "complete", f"{path}:3:9", *flags,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 300)
