@@ -4,6 +4,7 @@
     coda-bench train                   # training throughput / MFU
     coda-bench load                    # peak RSS of loading the 1.7B shape
     coda-bench server                  # language-server latency
+    coda-bench http                    # HTTP server: batched vs serial requests/s and latency
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -18,6 +19,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "train": ("coda_bench.train", "training throughput and MFU"),
     "load": ("coda_bench.load_rss", "peak RSS of loading a 1.7B-shape checkpoint"),
     "server": ("coda_bench.server", "language-server latency"),
+    "http": ("coda_bench.http", "coda-lsp serve: requests/s and latency, batched vs one after another"),
 }
 
 

@@ -69,9 +69,8 @@ def random_model(dtype: torch.dtype, hidden: int, layers: int, device: str = "cp
 
 
 def code_tasks(tok: CodaTokenizer, limit: int) -> list[dict]:
-    path = REPO.parent / "shared" / "data" / "humaneval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"
-    if not path.exists():
-        path = Path("/work/shared/data/humaneval-infilling/HumanEval-SingleLineInfilling.jsonl.gz")
+    from coda_train.eval.datasets import default_data_dir
+    path = default_data_dir() / "humaneval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"
     rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
     step = max(1, len(rows) // max(1, limit))
     return [dict(task_id=r["task_id"], prefix=tok.encode(r["prompt"]), suffix=tok.encode(r["suffix"]),

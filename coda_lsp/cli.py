@@ -5,10 +5,12 @@ Usage:
              [--stdio | --tcp [HOST:]PORT] [--log-file PATH]          # serve LSP (stdio by default)
     coda-lsp complete FILE:LINE:COL [--show-steps] [--model PATH]     # print a completion at a position
     coda-lsp fill FILE:L:C-L:C [--show-steps] [--model PATH]          # print the rewrite of a range
+    coda-lsp models [FOLDER...]                                       # list models in the HF cache / folders
+    coda-lsp models [FOLDER...]                                       # list models in the HF cache / folders
 
 Positions are 1-based, like editors show them (COL counts characters). stdout gets only the
 completion text; progress, denoise steps (--show-steps) and errors go to stderr. Without --model
-the embedded default model is used. Example (CPU):
+the embedded default model is used; --model also takes a Hugging Face repo id from the local cache. Example (CPU):
     coda-lsp complete examples/fib.py:4:9 --show-steps
 """
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -33,13 +37,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         if s.cli_flag:
             model = s.wire == "modelPath"
             p.add_argument(s.cli_flag, dest=s.wire, default=None,
-                           metavar="PATH" if model else s.cli_flag[2:].upper().replace("-", "_"),
+                           metavar="PATH|REPO_ID" if model else s.cli_flag[2:].upper().replace("-", "_"),
                            help=s.help if model else f"{s.help} (default {defaults[s.wire]})")
+    p.add_argument("--api-key", metavar="KEY", help="key of the remote --engine (default: $CODA_API_KEY)")
 
 
 def server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coda-lsp", description="CoDA diffusion code completion language server. "
-                                "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`.")
+                                "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`, "
+                                "`coda-lsp models [FOLDER...]`.")
     _common(p)
     t = p.add_mutually_exclusive_group()
     t.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
@@ -66,7 +72,7 @@ def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> S
     options, problems = merge_options(ServerOptions(), given)
     if problems:
         parser.error(problems[0].replace("coda setting ", "").replace(" ignored", ""))
-    return options
+    return replace(options, api_key=args.api_key or os.environ.get("CODA_API_KEY") or None)
 
 
 class UsageError(Exception):
@@ -118,19 +124,21 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
     except UsageError as exc:
         print(f"coda-lsp {command}: {exc}", file=sys.stderr)
         return 2
-    from coda_lsp.loading import ModelUnavailable, load_engine
+    from coda_lsp.loading import ModelUnavailable, open_engine
     from coda_lsp.pipeline import run_once
     t0 = time.perf_counter()
     try:
         print(f"coda-lsp: loading {options.model_path or 'the default model'} ...", file=sys.stderr)
-        lm = load_engine(options)
+        lm = open_engine(options)
     except ModelUnavailable as exc:
         print(f"coda-lsp {command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:   # ModelLoadError and friends carry their own fix
         print(f"coda-lsp {command}: model not loaded: {exc}", file=sys.stderr)
         return 2
-    print(f"coda-lsp: {lm.path.name} on {lm.device} ({lm.dtype}) loaded in {lm.load_s:.1f}s", file=sys.stderr)
+    where = f"remote engine {options.engine}" if options.engine else \
+        f"{lm.path.name} on {lm.device} ({lm.dtype}) loaded in {lm.load_s:.1f}s"
+    print(f"coda-lsp: {where}", file=sys.stderr)
 
     def show(partial) -> None:
         text, step, steps, masked, _done = partial
@@ -140,7 +148,7 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
     t1 = time.perf_counter()
     try:
         ctx, items = run_once(lm, doc, a, b, options, on_step=show if args.show_steps else None)
-    except ValueError as exc:
+    except (ValueError, ConnectionError) as exc:   # ConnectionError: the remote engine failed (one line)
         print(f"coda-lsp {command}: {exc}", file=sys.stderr)
         return 1
     print(f"coda-lsp: {ctx.kind} hole of {ctx.length} tokens decoded in {time.perf_counter() - t1:.2f}s "
@@ -204,6 +212,8 @@ SUBCOMMANDS = {
     "complete": "coda_lsp.cli:run_oneshot",
     "fill": "coda_lsp.cli:run_oneshot",
     "stats": "coda_lsp.stats:main",
+    "models": "coda_lsp.models_cmd:main",
+    "serve": "coda_lsp.http.serve:main",
 }
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from coda_model import default_model_path
+from coda_model import ModelLoadError, default_model_path
+from coda_model.hub import resolve_model_ref
 
 from coda_lsp.options import ServerOptions
 
@@ -26,13 +27,12 @@ def default_model_dir() -> Path:
 
 
 def resolve_model_path(path: Optional[str]) -> Path:
-    """The model directory to load: `path`, else the embedded default model (which may be missing)."""
+    """The model directory to load: `path` (a directory or a cached HF repo id), else the embedded default model."""
     if path:
-        p = Path(path).expanduser()
-        if not p.is_dir():   # checked before importing torch: a typo costs no start-up time
-            raise ModelUnavailable(f"model directory {p} does not exist: pass --model PATH (or "
-                                   "initializationOptions.modelPath) to a CoDA model directory")
-        return p
+        try:   # checked before importing torch: a typo costs no start-up time
+            return resolve_model_ref(path)
+        except ModelLoadError as exc:
+            raise ModelUnavailable(f"{exc} (--model or initializationOptions.modelPath)") from None
     default = default_model_dir()
     if not (default / "config.json").is_file():
         raise ModelUnavailable(f"no embedded default model in this install ({default} is empty): "
@@ -83,3 +83,11 @@ def load_engine(options: ServerOptions) -> LoadedEngine:
     loaded = load_model(path, device=options.device, dtype=options.dtype)
     return LoadedEngine(Engine(loaded), loaded.tokenizer, path, str(loaded.device),
                         str(loaded.dtype).replace("torch.", ""), time.perf_counter() - t0)
+
+
+def open_engine(options: ServerOptions) -> Any:
+    """What decodes: the remote engine when `options.engine` is set (nothing is loaded here), else the model."""
+    if options.engine:
+        from coda_lsp.http.remote import RemoteEngine
+        return RemoteEngine(options.engine, api_key=options.api_key)
+    return load_engine(options)

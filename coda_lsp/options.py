@@ -46,6 +46,9 @@ class ServerOptions:
     @property
     def gate(self) -> GateConfig:
         return GateConfig(self.min_confidence, self.min_shown_confidence)
+    engine: Optional[str] = None         # http://HOST:PORT of a `coda-lsp serve` that decodes; None = the local model
+    api_key: Optional[str] = field(default=None, repr=False)   # the remote engine's key: from --api-key or
+                                         # CODA_API_KEY only (not a setting, so it stays out of settings files)
 
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
@@ -103,6 +106,12 @@ def _unit(v: Any) -> float:
     if isinstance(v, bool) or not 0 <= float(v) <= 1:
         raise ValueError("expected a number in [0, 1]")
     return float(v)
+def _url(v: Any) -> Optional[str]:
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str) or not v.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL of a `coda-lsp serve`")
+    return v.rstrip("/")
 
 
 def _bool(v: Any) -> bool:
@@ -134,8 +143,8 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("modelPath", "model_path", "CoDA model directory (default: the embedded default model)", _path,
-            flag="--model"),
+    Setting("modelPath", "model_path", "model directory or Hugging Face repo id in the local cache (CoDA, Dream, "
+                                       "LLaDA; default: the embedded default model)", _path, flag="--model"),
     Setting("device", "device", f"{' | '.join(DEVICES)}", _choice(DEVICES)),
     Setting("dtype", "dtype", "auto | float32 | bfloat16 (fp16 is never used on a CPU)", _choice(DTYPES)),
     Setting("steps", "decode.steps", "max denoise steps per hole"),
@@ -163,6 +172,8 @@ SETTINGS: tuple[Setting, ...] = (
                                                           "mean token confidence is below this (0 = always show)", _unit),
     Setting("stats", "stats", f"local acceptance statistics (coda-lsp stats): {' | '.join(STATS_MODES)}",
             _choice(STATS_MODES), flag=""),
+    Setting("engine", "engine", "URL of a `coda-lsp serve` that decodes instead of the local model (the key comes "
+                                "from CODA_API_KEY)", _url),
 )
 BY_WIRE = {s.wire: s for s in SETTINGS}
 

@@ -207,7 +207,10 @@ class InfillJob:
 
 
 def infer(lm: LoadedEngine, request: InferRequest) -> InfillJob:
-    """Open the decode of one request (tokenization happens here, on the caller's thread)."""
+    """Open the decode of one request (tokenization happens here, on the caller's thread). `lm` may be a
+    remote engine (`coda_lsp.http.remote.RemoteEngine`): its job has the same interface."""
+    if not isinstance(lm, LoadedEngine):
+        return lm.open(request)
     return InfillJob(lm, request)
 
 

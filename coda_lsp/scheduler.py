@@ -83,6 +83,7 @@ class Scheduler:
                 while not job.done:
                     partial = await self.call(job.step)
                     if ticket.stale or (abort is not None and abort()):
+                        getattr(job, "close", lambda: None)()   # a remote job stops its stream
                         return None
                     on_step(partial)
                 return job

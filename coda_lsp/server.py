@@ -93,13 +93,29 @@ class CodaLanguageServer(LanguageServer):
         self.service = CompletionService(self.base_options)
         self.load_task: Optional[asyncio.Task] = None
         self.status_state = ""
+        self.status_message: Optional[str] = None
 
     # --- notifications ---------------------------------------------------------------------------
     def send_status(self, state: str, message: Optional[str] = None) -> None:
         if state == self.status_state and state in ("busy", "ready") and message is None:
             return
-        self.status_state = state
+        self.status_state, self.status_message = state, message
         self.protocol.notify(STATUS, status_params(state, message))
+
+    def status_busy(self) -> None:
+        """Before a run; skipped while a remote engine is failing, so its error stays one line."""
+        if self.service.ready and not self.service.remote_error:
+            self.send_status("busy")
+
+    def status_after_run(self, note: Optional[str] = None) -> None:
+        """After a run: the remote engine's failure (one status line, replaced only when the reason
+        changes), else ready (with `note`, e.g. why the confidence gate showed nothing) when nothing else runs."""
+        s = self.service
+        if s.remote_error:
+            if (self.status_state, self.status_message) != ("error", s.remote_error):
+                self.send_status("error", s.remote_error)
+        elif s.ready and s.scheduler.active == 0:
+            self.send_status("ready", note)
 
     def send_partial(self, event) -> None:
         self.protocol.notify(PARTIAL_COMPLETION, partial_params(event))

@@ -24,14 +24,15 @@ from coda_lsp import pipeline
 from coda_lsp.context import CompletionContext
 from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.gate import Candidate, hidden_note
-from coda_lsp.loading import LoadedEngine, load_engine, set_cpu_threads
+from coda_lsp.http.remote import RemoteEngine, RemoteUnavailable
+from coda_lsp.loading import LoadedEngine, open_engine, set_cpu_threads
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
 from coda_lsp.stats import StatsRecorder
 
 log = logging.getLogger(__name__)
-MODEL_FIELDS = ("model_path", "device", "dtype")   # a change of these reloads the model
+MODEL_FIELDS = ("model_path", "device", "dtype", "engine")   # a change of these reloads the model (or remote)
 OnPartial = Optional[Callable[[PartialEvent], None]]
 
 
@@ -58,9 +59,10 @@ class CompletionService:
     scheduler: Scheduler = field(default_factory=Scheduler)
     type_cache: TypeThroughCache = field(default_factory=TypeThroughCache)
     result_cache: ResultCache = field(default_factory=ResultCache)
-    model: Optional[LoadedEngine] = None
+    model: Optional[LoadedEngine] = None    # or a RemoteEngine (options.engine): the same jobs, decoded elsewhere
     state: str = "loading"                  # loading | ready | error
     message: str = ""
+    remote_error: str = ""                  # the remote engine's last failure ("" = it answered); one status line
     speculations: dict[str, "asyncio.Future[Optional[list[Candidate]]]"] = field(default_factory=dict)  # by result key
     stats: StatsRecorder = field(default_factory=StatsRecorder)   # local acceptance statistics
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
@@ -73,8 +75,11 @@ class CompletionService:
     async def load(self) -> None:
         """Load the model on the worker thread; sets `state`/`message` (never raises)."""
         self.state, self.message = "loading", f"loading {self.options.model_path or 'the default model'}"
+        if self.options.engine:
+            await self._connect()
+            return
         try:
-            self.model = await self.scheduler.call(load_engine, self.options)
+            self.model = await self.scheduler.call(open_engine, self.options)
         except Exception as exc:   # ModelUnavailable, ModelLoadError, ImportError of the engine, ...
             self.model = None
             self.state, self.message = "error", f"model not loaded: {exc}"
@@ -83,6 +88,19 @@ class CompletionService:
         m = self.model
         self.state, self.message = "ready", f"model {m.path.name} on {m.device} ({m.dtype}), loaded in {m.load_s:.1f}s"
         log.info("%s", self.message)
+
+    async def _connect(self) -> None:
+        """A remote engine is 'ready' at once (every request tries it, so it reconnects by itself);
+        whether it answers now only sets `remote_error`."""
+        remote = open_engine(self.options)
+        self.model, self.state = remote, "ready"
+        try:
+            health = await self.scheduler.call(remote.health)
+            self.remote_error = "" if health == "ok" else f"remote engine {remote.url} says {health}"
+        except RemoteUnavailable as exc:
+            self.remote_error = str(exc)
+        self.message = f"remote engine {remote.url}" + (f" ({self.remote_error})" if self.remote_error else "")
+        (log.warning if self.remote_error else log.info)("%s", self.message)
 
     def reconfigure(self, raw: Any) -> Reconfigured:
         """Apply workspace/didChangeConfiguration settings: caches cleared, threads applied live,
@@ -233,7 +251,17 @@ class CompletionService:
             current = self.docs.get(uri)
             return current is None or current.version != version
 
-        return await self.scheduler.run(ticket, make_job, on_step, debounce_ms, abort=stale)
+        try:
+            job = await self.scheduler.run(ticket, make_job, on_step, debounce_ms, abort=stale)
+        except RemoteUnavailable as exc:   # down, slow or garbage: an empty answer and one status line
+            if str(exc) != self.remote_error:
+                log.warning("[%s] %s", request.request_id, exc)
+            self.remote_error = str(exc)
+            return None
+        if job is not None and self.remote_error:
+            log.info("[%s] remote engine answers again", request.request_id)
+            self.remote_error = ""
+        return job
 
     async def _speculate(self, doc: Document, version: int, ctx: CompletionContext, item: str) -> None:
         """Compute, on the idle worker, the completion at the end of `item` in the text where it was accepted.
@@ -272,6 +300,8 @@ class CompletionService:
                 self.result_cache.put(key, texts)
                 log.debug("[%s] speculated the completion after accepting %r: %r", request.request_id, item[:40],
                           texts[:1])
+        except RemoteUnavailable as exc:   # the next real request reports it
+            log.debug("[%s] speculation on the remote engine failed: %s", request.request_id, exc)
         except Exception:   # a background run never surfaces; the real request computes it again
             log.exception("[%s] speculative completion failed", request.request_id)
         finally:

@@ -21,6 +21,8 @@ from safetensors.torch import save_file
 
 from coda_model.config import CodaConfig
 from coda_model.errors import ModelLoadError
+from coda_model.families import Family, detect_family
+from coda_model.hub import resolve_model_ref
 from coda_model.network import CodaLM
 from coda_model.tokenizer import CodaTokenizer
 
@@ -103,16 +105,22 @@ def _open(file: Path):
         raise ModelLoadError(f"{file} is not a readable safetensors file ({exc}): download it again") from exc
 
 
+def read_config(path: Path) -> tuple[Family, CodaConfig]:
+    """The directory's family adapter and its config.json read through it."""
+    data = CodaConfig.read_json(path / "config.json")
+    family = detect_family(data, path / "config.json")
+    return family, family.to_config(data)
+
+
 def load_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load a CoDA directory. Every failure is a ModelLoadError whose message says what to do."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise ModelLoadError(f"model directory {path} does not exist: pass --model PATH to a Hugging Face CoDA "
-                             "directory (config.json, tokenizer files, *.safetensors)")
-    config = CodaConfig.from_json(path / "config.json")
-    tokenizer = CodaTokenizer.from_dir(path)
+    """Load a model directory (or a Hugging Face repo id in the local cache) of a supported family.
+
+    Every failure is a ModelLoadError whose message says what to do."""
+    path = resolve_model_ref(str(path))
+    family, config = read_config(path)
+    tokenizer = CodaTokenizer.from_dir(path, ids={"mask": config.mask_token_id, "pad": config.pad_token_id,
+                                                  "eos": config.eos_token_id})
     check_tokenizer_matches(config, tokenizer, path)
-    files = weight_files(path)
     try:
         dev, dt = resolve_device(device), None
         dt = resolve_dtype(dtype, dev)
@@ -121,10 +129,15 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> L
     with torch.device("meta"):
         model = CodaLM(config)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    theirs = weight_files(path)
+    files = {name: theirs[family.checkpoint_name(name)] for name in expected if family.checkpoint_name(name) in theirs}
+    tied = config.tie_word_embeddings and "lm_head.weight" not in files
+    if tied:
+        del expected["lm_head.weight"]  # filled from the embedding below
     missing = sorted(set(expected) - set(files))
     if missing:
-        raise ModelLoadError(f"{path} lacks {len(missing)} tensors (first: {missing[0]}): the checkpoint does not match "
-                             "config.json; download the complete model again")
+        raise ModelLoadError(f"{path} lacks {len(missing)} tensors (first: {family.checkpoint_name(missing[0])}): "
+                             "the checkpoint does not match config.json; download the complete model again")
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
     for name in expected:
@@ -132,13 +145,15 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> L
     for file, names in by_file.items():
         with _open(file) as f:
             for name in names:
-                shape = tuple(f.get_slice(name).get_shape())
+                shape = tuple(f.get_slice(family.checkpoint_name(name)).get_shape())
                 if shape != expected[name]:
                     hint = (" (vocab_size in config.json does not match the embedding rows)"
                             if name in ("model.embed_tokens.weight", "lm_head.weight") and shape[1:] == expected[name][1:] else "")
                     raise ModelLoadError(f"tensor {name} in {file.name} has shape {list(shape)} but config.json implies "
                                          f"{list(expected[name])}{hint}: config and weights come from different models")
-                state[name] = f.get_tensor(name).to(device=dev, dtype=dt)
+                state[name] = f.get_tensor(family.checkpoint_name(name)).to(device=dev, dtype=dt)
+    if tied:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     return LoadedModel(model=model, config=config, tokenizer=tokenizer, path=path, device=dev, dtype=dt)

@@ -16,6 +16,11 @@ from typing import Any
 from coda_model.errors import ModelLoadError, read_json_object
 
 
+QWEN_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+# Set by the family adapters from each family's own fields; a CoDA config.json never carries them.
+FAMILY_FLAGS = ("family", "qkv_bias", "qk_norm", "logit_shift")
+
+
 @dataclass
 class CodaConfig:
     vocab_size: int = 151936  # embedding rows (tokenizer may define fewer ids)
@@ -36,6 +41,12 @@ class CodaConfig:
     eos_token_id: int = 151645  # <|im_end|>; CoDAConfig default
     torch_dtype: str = "float32"  # dtype the weights are stored in
     model_type: str = "CoDA"
+    # Architecture flags that tell the families apart (coda_model.families); CoDA's values by default.
+    family: str = "coda"             # adapter that read config.json: coda | dream | llada
+    qkv_bias: bool = False           # biases on q/k/v only (Qwen2.5 / Dream); attention_bias = all four (Qwen3)
+    qk_norm: bool = True             # per-head RMSNorm on q and k before RoPE (Qwen3 / CoDA)
+    logit_shift: bool = True         # the logit at j-1 predicts token j (CoDA, Dream); False: at j (LLaDA)
+    tie_word_embeddings: bool = False  # lm_head shares the embedding matrix
     # Everything else from config.json (auto_map, training-only curriculum fields, ...), kept verbatim.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -53,11 +64,12 @@ class CodaConfig:
 
     @property
     def num_parameters(self) -> int:
-        """Parameter count with an untied lm_head (CoDA's layout)."""
+        """Parameter count of the network this config builds."""
         d, f, h = self.hidden_size, self.intermediate_size, self.head_dim
-        attn = d * self.num_attention_heads * h * 2 + d * self.num_key_value_heads * h * 2 + 2 * h
-        layer = attn + 3 * d * f + 2 * d
-        return 2 * self.vocab_size * d + self.num_hidden_layers * layer + d
+        q, kv = self.num_attention_heads * h, self.num_key_value_heads * h
+        attn = d * q * 2 + d * kv * 2 + 2 * h * self.qk_norm + (q + 2 * kv) * (self.qkv_bias or self.attention_bias)
+        layer = attn + 3 * d * f + 2 * d + d * self.attention_bias
+        return (1 + (not self.tie_word_embeddings)) * self.vocab_size * d + self.num_hidden_layers * layer + d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CodaConfig":
@@ -71,19 +83,28 @@ class CodaConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.name != "extra" and f.name not in FAMILY_FLAGS})
         out.setdefault("architectures", ["CoDALanguageModel"])
-        out.setdefault("tie_word_embeddings", False)
         return dict(sorted(out.items()))
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "CodaConfig":
+    @staticmethod
+    def read_json(path: str | Path) -> dict[str, Any]:
+        """config.json as a dict, or a ModelLoadError saying the file is missing or broken."""
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"{path} is missing: a CoDA model directory needs config.json (Hugging Face format)")
-        data = read_json_object(path)
-        required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-        missing = [k for k in required if k not in data]
+        return read_json_object(path)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "CodaConfig":
+        return cls.from_qwen_dict(cls.read_json(path), path)
+
+    @classmethod
+    def from_qwen_dict(cls, data: dict[str, Any], path: str | Path = "config.json", **overrides: Any) -> "CodaConfig":
+        """A config.json with Qwen field names (CoDA, Qwen3, Dream's Qwen2.5), checked for the required fields."""
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        missing = [k for k in QWEN_REQUIRED if k not in data]
         if missing:
             raise ModelLoadError(f"{path} lacks {', '.join(missing)}: it is not a CoDA/Qwen3 config.json")
         try:

@@ -261,8 +261,9 @@ class Engine:
 
     def _block_logits(self, x: torch.Tensor, targets: torch.Tensor, window: tuple[int, int], cache, refresh: bool,
                       key_mask: Optional[torch.Tensor], position_ids: torch.Tensor) -> torch.Tensor:
-        """Shifted logits [C, K, V] for the K sequence positions `targets`: token j is read at output j - 1."""
-        out_pos = (targets - 1).clamp(min=0)
+        """Logits [C, K, V] for the K sequence positions `targets`: token j is read at output j - 1 (logit_shift,
+        CoDA / Dream) or at output j (LLaDA)."""
+        out_pos = (targets - int(self.config.logit_shift)).clamp(min=0)
         if cache is None or refresh:
             out = self.model(x, position_ids=position_ids, attention_mask=key_mask, use_cache=cache is not None,
                              logits_index=out_pos)

@@ -4,8 +4,10 @@ Architecture only (no I/O, tokenization or sampling). Key names match the releas
 checkpoint (`model.layers.{i}.self_attn.q_proj.weight`, ..., `lm_head.weight`) so its state dict loads
 1:1. Per layer: pre-norm attention with per-head q/k RMSNorm *before* RoPE, GQA, then a SwiGLU MLP.
 
-Logits come back *unshifted*: the output at position j-1 is the distribution of token j (CoDA keeps
-the AR convention). `shift_logits` aligns them with the positions they predict.
+Logits come back *unshifted*: for CoDA and Dream the output at position j-1 is the distribution of
+token j (`config.logit_shift`, the AR convention), for LLaDA the output at j. `shift_logits` aligns
+shifted logits with the positions they predict. Other families reuse this one network through flags
+(`qkv_bias`, `qk_norm`, `tie_word_embeddings`; see coda_model.families).
 
 Extras the engine and trainer need, all optional:
 - `causal=True` runs the same weights as an autoregressive model (parity with Qwen3, AR warm-up, the
@@ -71,13 +73,14 @@ class Attention(nn.Module):
     def __init__(self, cfg: CodaConfig) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        d, bias = cfg.hidden_size, cfg.attention_bias
-        self.q_proj = nn.Linear(d, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=bias)
+        d, bias, qkv_bias = cfg.hidden_size, cfg.attention_bias, cfg.attention_bias or cfg.qkv_bias
+        self.q_proj = nn.Linear(d, self.num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, d, bias=bias)
-        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        # Qwen3 / CoDA normalise each head's q and k; Qwen2.5 (Dream) and LLaMA (LLaDA) do not.
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Optional[torch.Tensor],
                 is_causal: bool, past: Optional[KeyValue]) -> tuple[torch.Tensor, KeyValue]:
@@ -147,13 +150,15 @@ def build_attention_mask(attention_mask: Optional[torch.Tensor], causal: bool, q
 
 
 class CodaLM(nn.Module):
-    """CoDA language model: backbone + untied `lm_head`."""
+    """CoDA language model: backbone + `lm_head` (untied for CoDA)."""
 
     def __init__(self, cfg: CodaConfig) -> None:
         super().__init__()
         self.config = cfg
         self.model = CodaBackbone(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
         self.gradient_checkpointing = False  # set by the trainer; only active in training mode
 
     def forward(self, input_ids: torch.Tensor, *, position_ids: Optional[torch.Tensor] = None,

@@ -92,7 +92,9 @@ class CodaTokenizer:
 
     # --- files ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dir(cls, path: str | Path) -> "CodaTokenizer":
+    def from_dir(cls, path: str | Path, ids: Optional[dict[str, int]] = None) -> "CodaTokenizer":
+        """`ids`: the config's mask / pad / eos ids, used for a role the tokenizer files leave unnamed
+        (a family whose config, not its tokenizer, names the mask: LLaDA's mask_token_id 126336)."""
         path = Path(path)
         tok_json, vocab, merges = path / "tokenizer.json", path / "vocab.json", path / "merges.txt"
         cfg = read_json_object(path / "tokenizer_config.json") if (path / "tokenizer_config.json").exists() else {}
@@ -117,6 +119,7 @@ class CodaTokenizer:
                                          f"expected {tok.get_vocab_size(with_added_tokens=True)}: the tokenizer files do not match")
                 tok.add_special_tokens([AddedToken(content, special=bool(spec.get("special", True)), normalized=False)])
         names = {role: _token_content(smap.get(f"{role}_token")) or _token_content(cfg.get(f"{role}_token"))
+                 or (tok.id_to_token((ids or {})[role]) if (ids or {}).get(role) is not None else None)
                  for role in ("mask", "pad", "eos")}
         mask = names["mask"] or "<|mask|>"
         if tok.token_to_id(mask) is None:

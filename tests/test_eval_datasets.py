@@ -16,12 +16,23 @@ FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 def test_shipped_and_shared_datasets_have_their_documented_sizes():
     assert len(load_tasks("humaneval")) == 164
-    assert default_data_dir().is_dir(), "../shared/data beside the checkout"
+    assert default_data_dir().is_dir(), "the datasets shipped in the package (train/eval/data)"
     assert len(load_tasks("mbpp")) == 500  # test split, task ids 11..510
     assert len(load_tasks("mbpp", split="all")) == 974
     assert len(load_tasks("humaneval-infilling-single")) == 1033
     assert len(load_tasks("infill")) == 1033  # alias
     assert len(load_tasks("humaneval-infilling-random-light")) == 164
+
+
+def test_shipped_datasets_are_the_shared_copies_with_licence_and_readme(coda_v0_dir):
+    shared = coda_v0_dir.parent / "data"
+    for name in ("mbpp", "humaneval-infilling"):
+        shipped = default_data_dir() / name
+        assert (shipped / "LICENSE").stat().st_size > 500 and (shipped / "README.md").is_file()
+        for src in (shared / name).iterdir():
+            if src.name != "README.md":  # ours adds where the copy lives
+                assert (shipped / src.name).read_bytes() == src.read_bytes(), src.name
+    assert "Attribution 4.0 International" in (default_data_dir() / "mbpp" / "LICENSE").read_text()
 
 
 def test_missing_dataset_error_says_where_to_put_it(tmp_path):

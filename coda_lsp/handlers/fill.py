@@ -26,15 +26,13 @@ def register(server) -> None:
         if not isinstance(uri, str) or rng is None:
             ls.show(f"{FILL_SELECTION} needs arguments [{{uri, range}}], got {list(args)!r:.200}")
             return {"applied": False, "reason": "bad arguments: expected [{uri, range}]"}
-        service, busy = ls.service, ls.service.ready
-        if busy:
-            ls.send_status("busy")
+        service = ls.service
+        ls.status_busy()
         try:
             outcome = await service.fill_selection(uri, rng[0], rng[1],
                                                    on_partial=ls.send_partial if service.options.streaming else None)
         finally:
-            if busy:
-                ls.send_status("ready")
+            ls.status_after_run()
         if outcome.text is None:
             if outcome.notify:
                 ls.show(f"{uri}: {outcome.reason}: nothing applied, run the command again")

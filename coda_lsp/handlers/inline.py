@@ -22,8 +22,7 @@ async def run_completion(ls, uri: str, position: types.Position, invoked: bool) 
     """Call the service with status and (opt-in) partial notifications around the model run."""
     service = ls.service
     on_partial = ls.send_partial if service.options.streaming else None
-    if service.ready:
-        ls.send_status("busy")
+    ls.status_busy()
     note = None
     try:
         result = await service.complete(uri, pos_in(position), invoked=invoked, on_partial=on_partial)
@@ -37,8 +36,7 @@ async def run_completion(ls, uri: str, position: types.Position, invoked: bool) 
                       len(result.items), 1000 * result.total_s, 1000 * result.model_s, result.items[:1])
         return result
     finally:
-        if service.ready and service.scheduler.active == 0:
-            ls.send_status("ready", note)   # the gate's "nothing shown" goes to the status, not the editor
+        ls.status_after_run(note)   # the gate's "nothing shown" goes to the status, not the editor
 
 
 def register(server) -> None:

@@ -2,6 +2,7 @@
 
 Usage (CPU-sized example, a handful of tasks, short generations):
     coda-eval humaneval --model DIR --limit 5 --max-new-tokens 64 --steps 64 --out runs/eval/he
+    coda-eval run mbpp --limit 3                                  # the shipped model, the shipped MBPP
     coda-eval run mbpp --model DIR -n 10 --temperature 0.8        # pass@1 and pass@10
     coda-eval humaneval-infilling-single --model DIR --limit 20
     coda-eval evalplus --dataset HumanEvalPlus.jsonl.gz --model DIR --python /path/with/numpy/python3
@@ -34,7 +35,8 @@ OPTIONAL = {n for n in FIELD_NAMES if getattr(DecodeConfig(), n) is None}
 def _add_run_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("task", choices=sorted({*TASK_NAMES, *ALIASES}), help="benchmark")
     if model_required:
-        p.add_argument("--model", required=True, help="CoDA model directory (config.json, safetensors, tokenizer)")
+        p.add_argument("--model", help="model directory or Hugging Face repo id in the local cache "
+                       "(default: the small model shipped in the package)")
         p.add_argument("--device", default="auto")
         p.add_argument("--dtype", default="auto")
     p.add_argument("--out", type=Path, help="run directory (default runs/eval/<task>-<model name>)")
@@ -42,7 +44,7 @@ def _add_run_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per engine call")
     p.add_argument("--limit", type=int, help="first N tasks only")
     p.add_argument("--task-id", action="append", help="only this task id (repeatable)")
-    p.add_argument("--data-dir", type=Path, help="directory with mbpp/ and humaneval-infilling/ (default ../shared/data)")
+    p.add_argument("--data-dir", type=Path, help="directory with mbpp/ and humaneval-infilling/ (default: the copies shipped in the package)")
     p.add_argument("--dataset", type=Path, help="explicit dataset JSONL(.gz) file")
     p.add_argument("--split", default="test", help="MBPP split: test (11-510), validation, train, prompt, all")
     p.add_argument("--workers", type=int, default=2, help="programs executed in parallel")
@@ -84,11 +86,13 @@ def _cmd_run(a) -> int:
     from coda_train.eval.runner import run_eval
     from coda_train.eval.sampler import EngineSampler
 
-    cfg = _configs(a, str(Path(a.model)))
+    from coda_model import default_model_path
     from coda_train.eval.runner import select_tasks
 
+    model = a.model or str(default_model_path())
+    cfg = _configs(a, model)
     select_tasks(cfg)  # fail on a missing/malformed dataset before loading the model
-    sampler = EngineSampler(a.model, device=a.device, dtype=a.dtype)
+    sampler = EngineSampler(model, device=a.device, dtype=a.dtype)
     try:
         summary = run_eval(cfg, sampler)
     except KeyboardInterrupt:

@@ -6,7 +6,9 @@ Where the data comes from (nothing downloads):
 - `humaneval-infilling-{single,multi,random,random-light}`: `<data-dir>/humaneval-infilling/*.jsonl.gz`;
 - `evalplus`: a HumanEval+ or MBPP+ JSONL(.gz) file given with `--dataset` (rows from the
   `evalplus/humanevalplus` / `evalplus/mbppplus` datasets: their `test` field is complete test code).
-`<data-dir>` defaults to `../shared/data` beside the checkout.
+`<data-dir>` defaults to the copies shipped inside the package (`coda_train/eval/data/`, each with its
+licence and README: MBPP CC-BY-4.0, HumanEval-infilling MIT), so an installed wheel evaluates offline
+from any directory; `--data-dir` points elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -48,8 +51,8 @@ class Task:
 
 
 def default_data_dir() -> Path:
-    """`../shared/data` relative to the repository root (this file is train/eval/datasets.py)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The datasets shipped in the package: `data/mbpp/` and `data/humaneval-infilling/` beside this file."""
+    return Path(str(resources.files("coda_train.eval") / "data"))
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict]:

@@ -40,7 +40,7 @@ class EvalConfig:
     batch_size: int = 8                # sequences per engine.generate call
     limit: int | None = None           # first N tasks only
     task_ids: list[str] | None = None  # only these tasks
-    data_dir: Path | None = None       # default ../shared/data
+    data_dir: Path | None = None       # default: the datasets shipped in the package
     dataset: Path | None = None        # explicit dataset file
     split: str = "test"                # MBPP split
     workers: int = 2                   # programs executed in parallel

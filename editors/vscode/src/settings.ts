@@ -11,6 +11,7 @@ export const SERVER_KEYS = [
   'modelPath', 'device', 'dtype', 'steps', 'maxTokens', 'algorithm', 'temperature', 'threshold',
   'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads',
   'minConfidence', 'minShownConfidence', 'stats',
+  'engine',
 ] as const;
 
 /** Settings whose change needs a new server process. */

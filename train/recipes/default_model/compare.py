@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from coda_model.ar_decode import greedy_decode
 from coda_model.checkpoint import load_model
+from coda_train.eval.datasets import default_data_dir
 
 REPO = Path(__file__).resolve().parents[3]
 SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     "'trivial' (most frequent training line) and 'trivial-prev' (repeat the line before the hole)")
     ap.add_argument("--ar", action="store_true", help="the model is autoregressive (causal attention, FIM prompts)")
     ap.add_argument("--data", default=str(REPO / "data" / "default_model"))
-    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", default=str(default_data_dir()))
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--task", choices=("single", "multi", "heldout-line"), default="single",

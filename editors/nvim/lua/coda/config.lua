@@ -40,6 +40,7 @@ M.defaults = {
   min_confidence = nil, ---@type number? cut a suggestion before its first token less sure than this (server default: see docs/suggestions.md)
   min_shown_confidence = nil, ---@type number? show nothing when the first line's mean confidence is below this
   stats = nil, ---@type string? local acceptance statistics: on | off | code (server default on)
+  engine = nil, ---@type string? URL of a `coda-lsp serve` that decodes (key from CODA_API_KEY); nil = local model
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -63,6 +64,7 @@ M.server_keys = {
   min_confidence = 'minConfidence',
   min_shown_confidence = 'minShownConfidence',
   stats = 'stats',
+  engine = 'engine',
 }
 
 ---@type coda.Config
