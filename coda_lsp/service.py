@@ -319,7 +319,8 @@ class CompletionService:
         self.stats.mode = o.stats
         settings = f"minConfidence={o.min_confidence:g} minShownConfidence={o.min_shown_confidence:g}"
         result.ids = self.stats.show(result.uri, result.items, latency_ms=1000 * result.total_s,
-                                     model=m.path.name if m else "?", settings=settings,
+                                     model=m.path.name if hasattr(m, "path") else getattr(m, "url", "?"),
+                                     settings=settings,
                                      type_through=result.source == "type-through")
 
     def shutdown(self) -> None:
