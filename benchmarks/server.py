@@ -132,7 +132,9 @@ async def bench_after_tab(model_dir: str, text: str, n: int, think_ms: float) ->
     from coda_lsp.service import CompletionService
     services = {}
     for spec in (False, True):
-        svc = CompletionService(ServerOptions(model_path=model_dir, device="cpu", debounce_ms=0, speculate=spec))
+        # gate off: this times the suggestion after Tab, and the confidence gate hides most of a small model's
+        svc = CompletionService(ServerOptions(model_path=model_dir, device="cpu", debounce_ms=0, speculate=spec,
+                                              min_confidence=0.0, min_shown_confidence=0.0))
         await svc.load()
         if not svc.ready:
             raise SystemExit(f"coda-bench server: {svc.message}")

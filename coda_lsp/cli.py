@@ -154,7 +154,9 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
     print(f"coda-lsp: {ctx.kind} hole of {ctx.length} tokens decoded in {time.perf_counter() - t1:.2f}s "
           f"(total {time.perf_counter() - t0:.2f}s)", file=sys.stderr)
     if not items:
-        print("coda-lsp: the model produced nothing usable here", file=sys.stderr)
+        gate = "" if options.gate.off else (" (or nothing it is sure of: --min-confidence 0 --min-shown-confidence 0 "
+                                            "turns the confidence gate off)")
+        print(f"coda-lsp: the model produced nothing usable here{gate}", file=sys.stderr)
         return 1
     sys.stdout.write(items[0] + ("" if items[0].endswith("\n") else "\n"))
     return 0
@@ -212,6 +214,7 @@ SUBCOMMANDS = {
     "complete": "coda_lsp.cli:run_oneshot",
     "fill": "coda_lsp.cli:run_oneshot",
     "calibrate": "coda_lsp.calibrate:main",
+    "stats": "coda_lsp.stats:main",
     "models": "coda_lsp.models_cmd:main",
     "serve": "coda_lsp.http.serve:main",
 }

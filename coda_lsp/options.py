@@ -18,6 +18,9 @@ from typing import Any, Callable, Optional
 
 from coda_model.decode_config import ALGORITHMS, CACHE_KINDS, DecodeConfig
 
+from coda_lsp.gate import GateConfig
+from coda_lsp.stats import STATS_MODES
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
@@ -37,6 +40,14 @@ class ServerOptions:
     threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
     context_cache_mb: int = 512          # context K/V kept across requests, all documents (0 = recompute every time)
     latency_budget_ms: Optional[int] = None   # measure at load, then fit context/steps/block to it (coda_lsp.calibrate)
+    # confidence gate, defaults measured on the default model's held-out lines (docs/suggestions.md)
+    min_confidence: float = 0.8          # cut a suggestion before its first token below this
+    min_shown_confidence: float = 0.0    # show nothing when the first line's mean confidence is below this
+    stats: str = "on"                    # local acceptance statistics: on | off | code (also keep the text)
+
+    @property
+    def gate(self) -> GateConfig:
+        return GateConfig(self.min_confidence, self.min_shown_confidence)
     engine: Optional[str] = None         # http://HOST:PORT of a `coda-lsp serve` that decodes; None = the local model
     api_key: Optional[str] = field(default=None, repr=False)   # the remote engine's key: from --api-key or
                                          # CODA_API_KEY only (not a setting, so it stays out of settings files)
@@ -93,6 +104,10 @@ def _path(v: Any) -> Optional[str]:
     return v
 
 
+def _unit(v: Any) -> float:
+    if isinstance(v, bool) or not 0 <= float(v) <= 1:
+        raise ValueError("expected a number in [0, 1]")
+    return float(v)
 def _url(v: Any) -> Optional[str]:
     if v is None or v == "":
         return None
@@ -160,6 +175,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("latencyBudgetMs", "latency_budget_ms", "measure this device at load and pick context tokens, steps and "
                                                     "block length so a warm request fits this many ms; none = the "
                                                     "settings as given", _optional(_positive_int)),
+    Setting("minConfidence", "min_confidence", "confidence gate: a suggestion ends before its first token less "
+                                               "sure than this (0 = never cut)", _unit),
+    Setting("minShownConfidence", "min_shown_confidence", "confidence gate: show nothing when the first line's "
+                                                          "mean token confidence is below this (0 = always show)", _unit),
+    Setting("stats", "stats", f"local acceptance statistics (coda-lsp stats): {' | '.join(STATS_MODES)}",
+            _choice(STATS_MODES), flag=""),
     Setting("engine", "engine", "URL of a `coda-lsp serve` that decodes instead of the local model (the key comes "
                                 "from CODA_API_KEY)", _url),
 )

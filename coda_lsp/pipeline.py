@@ -3,7 +3,7 @@
     should_complete(doc, options)          -> None, or why not to complete here
     build_context(doc, start, end, ...)    -> CompletionContext: prefix / suffix / hole shape within the budget
     infer(lm, InferRequest)                -> InfillJob: the decode, one denoise step per `job.step()`
-    postprocess(texts, ctx)                -> the items an editor shows (cleaned, de-duplicated)
+    postprocess(candidates, ctx, gate)     -> the items an editor shows (confidence gate, cleaned, de-duplicated)
 
 `run_once` chains them synchronously; `coda-lsp complete / fill` and the benchmarks call it. The server
 (`coda_lsp.service`) calls the same four functions, with the scheduler (debounce, cancellation, one
@@ -13,7 +13,7 @@ model at a time) around `infer` and its caches around the whole. Nothing here im
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 from coda_model.decode_config import DecodeConfig
@@ -21,9 +21,10 @@ from coda_model.decode_config import DecodeConfig
 from coda_lsp import context as context_mod
 from coda_lsp.context import CompletionContext, ContextConfig
 from coda_lsp.documents import Document, Pos
+from coda_lsp.gate import Candidate, GateConfig, cut, gated_text
 from coda_lsp.loading import LoadedEngine
 from coda_lsp.options import ServerOptions
-from coda_lsp.postprocess import PostContext, postprocess as postprocess_text, unify_newlines
+from coda_lsp.postprocess import PostContext, unify_newlines
 from coda_lsp.scheduler import ResultCache
 
 LINE_TOKENS = 24    # length budget of a rest-of-line hole (at most maxTokens)
@@ -43,6 +44,7 @@ class PartialEvent:
     masked_count: int
     done: bool
     request_id: str = ""
+    prefix: str = ""            # what Tab accepts while it streams (InfillJob.prefix)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class CompletionResult:
     prepare_s: float = 0.0      # tokenizing and trimming (on the worker)
     post_s: float = 0.0         # decoding the candidates and post-processing
     cpu_s: float = 0.0          # CPU time of the non-model work (event-loop thread + worker preparation)
+    ids: list[str] = field(default_factory=list)   # one per item (service.record_shown): `coda.accepted`'s argument
+    note: str = ""              # why nothing is shown (the confidence gate hid every candidate), for coda/status
 
 
 # ------------------------------------------------------------------------------------- 1. should_complete
@@ -192,6 +196,25 @@ class InfillJob:
         from coda_model.context_reuse import ContextSlot
         return ContextSlot(store, self.request.document)
 
+    def candidates(self) -> list[Candidate]:
+        """Each candidate as token pieces with their confidence (what the confidence gate reads)."""
+        if self.state is None:
+            return []
+        return [Candidate.of(self.lm.engine.hole_spans(self.state, c)) for c in range(self.request.num_candidates)]
+
+    def prefix(self, gate: GateConfig) -> str:
+        """Candidate 0's decoded text before its first still-masked token, cut by the gate's minConfidence.
+
+        What a Tab accepts while the hole still streams: revealed tokens after a masked one may still
+        change meaning, the ones before it will not."""
+        if self.state is None:
+            return ""
+        masked = self.state.masked[0]
+        k = int(masked.nonzero()[0]) if bool(masked.any()) else int(masked.numel())
+        head = replace(self.state, tokens=self.state.tokens[:, :k], masked=masked[None, :k],
+                       confidence=self.state.confidence[:, :k])
+        return cut(Candidate.of(self.lm.engine.hole_spans(head, 0)), gate.min_confidence)[0]
+
 
 def infer(lm: LoadedEngine, request: InferRequest) -> InfillJob:
     """Open the decode of one request (tokenization happens here, on the caller's thread). `lm` may be a
@@ -209,15 +232,17 @@ def post_context(ctx: CompletionContext) -> PostContext:
                        indent=ctx.indent, indent_unit=ctx.indent_unit)
 
 
-def postprocess(texts: list[str], ctx: CompletionContext) -> list[str]:
-    """Post-process every candidate, drop empty ones and duplicates (order kept).
+def postprocess(candidates: Sequence[Candidate | str], ctx: CompletionContext,
+                gate: GateConfig = GateConfig()) -> list[str]:
+    """The confidence gate, then the clean-up chain, on every candidate; empty ones and duplicates dropped.
 
-    For a line hole whose range covers closers at the end of the line, the item keeps those closers
-    (the post-processing already removed the ones the model repeated), so accepting never loses them.
+    A plain string is a candidate with no confidences (never cut or hidden). For a line hole whose
+    range covers closers at the end of the line, the item keeps those closers (the post-processing
+    already removed the ones the model repeated), so accepting never loses them.
     """
     pctx, out = post_context(ctx), []
-    for text in texts:
-        cleaned = postprocess_text(text, pctx)
+    for cand in candidates:
+        cleaned = gated_text(Candidate.sure(cand) if isinstance(cand, str) else cand, pctx, gate)
         if cleaned is None:
             continue
         if ctx.kind == "line" and ctx.replaced:
@@ -247,4 +272,4 @@ def run_once(lm: LoadedEngine, doc: Document, start: int, end: Optional[int], op
         partial = job.step()
         if on_step is not None:
             on_step(partial)
-    return ctx, postprocess(job.texts(), ctx)
+    return ctx, postprocess(job.candidates(), ctx, options.gate)

@@ -37,6 +37,7 @@ class PostContext:
     suffix: str = ""            # document text after the replaced range (as far as it matters)
     indent: str = ""            # block holes: a non-blank line indented less than this ends the block
     indent_unit: str = "    "   # the document's indentation step
+    truncated: bool = False     # the confidence gate cut the text: what follows is unsure, so close nothing
 
 
 Step = Callable[[str, PostContext], Optional[str]]
@@ -178,7 +179,7 @@ def balance_brackets(text: str, ctx: PostContext) -> Optional[str]:
         return text
     if quote is None and text[-1:] in QUOTES and rest.startswith(text[-1]) and _open_quote(line_prefix) == text[-1]:
         return text[:-1]
-    if ctx.kind == "line" and not rest:
+    if ctx.kind == "line" and not rest and not ctx.truncated:
         if quote:
             text += quote
         still_open, _ = _unmatched(ctx.line_prefix + text)

@@ -107,15 +107,15 @@ class CodaLanguageServer(LanguageServer):
         if self.service.ready and not self.service.remote_error:
             self.send_status("busy")
 
-    def status_after_run(self) -> None:
+    def status_after_run(self, note: Optional[str] = None) -> None:
         """After a run: the remote engine's failure (one status line, replaced only when the reason
-        changes), else ready when nothing else runs."""
+        changes), else ready (with `note`, e.g. why the confidence gate showed nothing) when nothing else runs."""
         s = self.service
         if s.remote_error:
             if (self.status_state, self.status_message) != ("error", s.remote_error):
                 self.send_status("error", s.remote_error)
         elif s.ready and s.scheduler.active == 0:
-            self.send_status("ready")
+            self.send_status("ready", note)
 
     def send_partial(self, event) -> None:
         self.protocol.notify(PARTIAL_COMPLETION, partial_params(event))

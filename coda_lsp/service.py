@@ -24,11 +24,13 @@ from coda_lsp import pipeline
 from coda_lsp.context import CompletionContext
 from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.calibrate import calibrated
+from coda_lsp.gate import Candidate, hidden_note
 from coda_lsp.http.remote import RemoteEngine, RemoteUnavailable
 from coda_lsp.loading import LoadedEngine, context_store, open_engine, set_cpu_threads
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
+from coda_lsp.stats import StatsRecorder
 
 log = logging.getLogger(__name__)
 MODEL_FIELDS = ("model_path", "device", "dtype", "engine")   # a change of these reloads the model (or remote)
@@ -62,7 +64,8 @@ class CompletionService:
     state: str = "loading"                  # loading | ready | error
     message: str = ""
     remote_error: str = ""                  # the remote engine's last failure ("" = it answered); one status line
-    speculations: dict[str, "asyncio.Future[Optional[list[str]]]"] = field(default_factory=dict)  # by result key
+    speculations: dict[str, "asyncio.Future[Optional[list[Candidate]]]"] = field(default_factory=dict)  # by result key
+    stats: StatsRecorder = field(default_factory=StatsRecorder)   # local acceptance statistics
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -159,7 +162,7 @@ class CompletionService:
             return None
         cursor = doc.offset_at(pos)
         hit = self.type_cache.get(uri, doc.text, cursor)
-        if hit is not None:
+        if hit is not None and (not invoked or len(hit[0]) > 1):   # invoked wants several: one is not enough
             items, replace_len = hit
             end = doc.position_at(min(len(doc.text), cursor + replace_len))
             return CompletionResult(uri, doc.version, doc.position_at(cursor), end, items[:3 if invoked else 1],
@@ -225,10 +228,15 @@ class CompletionService:
             job = await self._decode(request, ticket, debounce_ms, ctx, (uri, version, start, end), on_partial)
             if job is None:
                 return None
-            texts, source = job.texts(), "model"
+            texts, source = job.candidates(), "model"
             self.result_cache.put(cache_key, texts)
         t_post = time.perf_counter()
-        items = pipeline.postprocess(texts, ctx)
+        if num_candidates > 1:   # invoked: the greedy suggestion computed before (if any) stays first
+            texts = (self.result_cache.get(pipeline.infer_request(ctx, self.options, 1).cache_key()) or []) + texts
+        items = pipeline.postprocess(texts, ctx, self.options.gate)
+        note = hidden_note(texts, self.options.gate) if not items else None
+        if note:
+            log.info("[%s] %s %s", rid, uri, note)
         post_s = time.perf_counter() - t_post
         steps = job.num_steps if job else 0
         if on_partial is not None:
@@ -236,7 +244,7 @@ class CompletionService:
         log.debug("[%s] %s %s hole: %d item(s) from %s after %d steps", rid, uri, ctx.kind, len(items), source, steps)
         return CompletionResult(uri, version, start, end, items, source=source, kind=ctx.kind, request_id=rid,
                                 model_s=job.model_s if job else 0.0, prepare_s=job.prepare_s if job else 0.0,
-                                post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0)
+                                post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0, note=note or "")
 
     async def _decode(self, request: InferRequest, ticket, debounce_ms: int, ctx: CompletionContext,
                       where: tuple[str, int, Pos, Pos], on_partial: OnPartial) -> Optional[pipeline.InfillJob]:
@@ -244,18 +252,24 @@ class CompletionService:
         uri, version, start, end = where
         self.scheduler.supersede(f"speculate:{uri}")   # a real request goes first
         lm = self.model
+        made: list[pipeline.InfillJob] = []
+
+        def make_job() -> pipeline.InfillJob:
+            made.append(pipeline.infer(lm, request))
+            return made[-1]
 
         def on_step(p: pipeline.Partial) -> None:
             if on_partial is not None and not p[4]:
+                prefix = pipeline.partial_text(made[-1].prefix(self.options.gate), ctx)
                 on_partial(PartialEvent(uri, version, start, end, pipeline.partial_text(p[0], ctx), p[1], p[2], p[3],
-                                        False, request.request_id))
+                                        False, request.request_id, prefix))
 
         def stale() -> bool:   # the document changed or closed: this hole no longer exists
             current = self.docs.get(uri)
             return current is None or current.version != version
 
         try:
-            job = await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), on_step, debounce_ms, abort=stale)
+            job = await self.scheduler.run(ticket, make_job, on_step, debounce_ms, abort=stale)
         except RemoteUnavailable as exc:   # down, slow or garbage: an empty answer and one status line
             if str(exc) != self.remote_error:
                 log.warning("[%s] %s", request.request_id, exc)
@@ -292,14 +306,14 @@ class CompletionService:
             current = self.docs.get(uri)
             return current is None or (current.text != seen and current.text != accepted.text)
 
-        done: asyncio.Future[Optional[list[str]]] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Optional[list[Candidate]]] = asyncio.get_running_loop().create_future()
         self.speculations[key] = done
         texts = None
         try:
             job = await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), lambda _partial: None, 0,
                                            abort=diverged, background=True)
             if job is not None:
-                texts = job.texts()
+                texts = job.candidates()
                 self.result_cache.put(key, texts)
                 log.debug("[%s] speculated the completion after accepting %r: %r", request.request_id, item[:40],
                           texts[:1])
@@ -316,5 +330,16 @@ class CompletionService:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    def record_shown(self, result: CompletionResult) -> None:
+        """Give the result's items ids (their `coda.accepted` argument); the statistics count them as shown."""
+        o, m = self.options, self.model
+        self.stats.mode = o.stats
+        settings = f"minConfidence={o.min_confidence:g} minShownConfidence={o.min_shown_confidence:g}"
+        result.ids = self.stats.show(result.uri, result.items, latency_ms=1000 * result.total_s,
+                                     model=m.path.name if hasattr(m, "path") else getattr(m, "url", "?"),
+                                     settings=settings,
+                                     type_through=result.source == "type-through")
+
     def shutdown(self) -> None:
+        self.stats.close()
         self.scheduler.shutdown()

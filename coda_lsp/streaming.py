@@ -1,9 +1,10 @@
 """Wire format of the custom notifications (camelCase, exactly what the editor clients read).
 
-`coda/partialCompletion` {uri, version, range, text, step, steps, maskedCount, done, requestId}: one per denoise
-step while a request runs (when `initializationOptions.streaming` is true), the last one with
-`done: true`, all before the request's response. `text` is the hole so far with still-masked spans
-left out.
+`coda/partialCompletion` {uri, version, range, text, prefix, step, steps, maskedCount, done, requestId}: one
+per denoise step while a request runs (when `initializationOptions.streaming` is true), the last one
+with `done: true`, all before the request's response. `text` is the hole so far with still-masked
+spans left out; `prefix` is what a Tab accepts while it streams: the decoded text before the first
+still-masked token, cut by the confidence gate (`minConfidence`).
 `coda/status` {state: "loading" | "ready" | "busy" | "error", message?}.
 """
 
@@ -16,6 +17,7 @@ from coda_lsp.documents import Pos
 PARTIAL_COMPLETION = "coda/partialCompletion"
 STATUS = "coda/status"
 FILL_SELECTION = "coda.fillSelection"
+ACCEPTED = "coda.accepted"          # [id, chars?]: the editor accepted (chars of) an inline item
 STATES = ("loading", "ready", "busy", "error")
 
 
@@ -27,7 +29,7 @@ def lsp_range(start: Pos, end: Pos) -> dict[str, Any]:
 def partial_params(event) -> dict[str, Any]:
     """`coda/partialCompletion` params for a `pipeline.PartialEvent`."""
     return {"uri": event.uri, "version": event.version, "range": lsp_range(event.start, event.end),
-            "text": event.text, "step": event.step, "steps": event.steps, "maskedCount": event.masked_count,
+            "text": event.text, "prefix": event.prefix, "step": event.step, "steps": event.steps, "maskedCount": event.masked_count,
             "done": event.done, "requestId": event.request_id}
 
 

@@ -191,6 +191,37 @@ class Engine:
         text = "".join(self.tokenizer.decode(r, skip_special_tokens=True) for r in runs if r)
         return text.replace("\ufffd", "")  # bytes of a character cut by the hole's end or a masked span
 
+    def hole_spans(self, state: DenoiseState, candidate: int = 0) -> list[tuple[str, float]]:
+        """One candidate's hole as (text, confidence) pieces, one per token, in order, up to the first eos/pad.
+
+        Why: a confidence gate cuts a suggestion at its first unsure token, and a cut must never fall
+        inside a token or a UTF-8 character. Each piece is the text its token adds to the decoded
+        prefix; a token that ends inside a character is merged with the tokens that complete it (the
+        piece then has the lowest of their confidences). Masked positions are skipped. The pieces join
+        to `hole_text(state, candidate)` for a finished hole.
+        """
+        if self.tokenizer is None:
+            raise ValueError("hole_spans needs a tokenizer: load the model directory with its tokenizer files")
+        tokens, masked = state.tokens[candidate].tolist(), state.masked[candidate].tolist()
+        conf = state.confidence[candidate].tolist()
+        ids: list[int] = []
+        spans: list[tuple[str, float]] = []
+        emitted, pending = "", 1.0
+        for tok, is_masked, p in zip(tokens, masked, conf):
+            if is_masked:
+                continue
+            if tok in self.stop_ids:
+                break
+            ids.append(tok)
+            pending = min(pending, float(p))
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue      # this token ends inside a character: the next one completes the piece
+            if text != emitted:
+                spans.append((text[len(emitted):], pending))
+            emitted, pending = text, 1.0
+        return spans
+
     # ----------------------------------------------------------------------------------- the loop
     def _empty_state(self, num_candidates: int) -> DenoiseState:
         return DenoiseState(tokens=torch.empty(num_candidates, 0, dtype=torch.long),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# servers started by tests keep their acceptance statistics (platformdirs' user state dir) out of ~
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="coda-test-state-")
 
 from coda_model.testing import find_shared_coda_dir, write_random_coda_dir
 

@@ -19,7 +19,7 @@ CURSOR = Pos(4, 4)
 
 def options(model_dir, **kw) -> ServerOptions:
     base = ServerOptions(model_path=str(model_dir), device="cpu", dtype="float32", threads=1, debounce_ms=0,
-                         speculate=False)
+                         speculate=False, min_confidence=0, min_shown_confidence=0)   # random weights: gate off
     return replace(base, **kw)
 
 

@@ -6,7 +6,10 @@ One server per module (torch + model load once); each test uses its own document
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import pytest_lsp
@@ -16,7 +19,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 SERVER = [sys.executable, "-m", "coda_lsp.cli", "--log-level", "INFO"]
 SRC = "def fibonacci(n):\n    if n < 2:\n        \n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
 RUST_SRC = "fn fib(n: u64) -> u64 {\n    if n < 2 {\n        \n    }\n    fib(n - 1) + fib(n - 2)\n}\n"
-OPTIONS = {"steps": 4, "maxTokens": 8, "debounceMs": 0, "streaming": True, "contextTokens": 256}
+OPTIONS = {"steps": 4, "maxTokens": 8, "debounceMs": 0, "streaming": True, "contextTokens": 256,
+           "minConfidence": 0, "minShownConfidence": 0}   # random weights: the gate would hide everything
 
 
 class Recorder:
@@ -127,7 +131,8 @@ async def test_cli_complete_prints_the_servers_first_inline_item(client, tiny_mo
     open_doc(client, uri, RUST_SRC, "rust")
     result = await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
     flags = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--steps", str(OPTIONS["steps"]),
-             "--max-tokens", str(OPTIONS["maxTokens"]), "--context-tokens", str(OPTIONS["contextTokens"])]
+             "--max-tokens", str(OPTIONS["maxTokens"]), "--context-tokens", str(OPTIONS["contextTokens"]),
+             "--min-confidence", "0", "--min-shown-confidence", "0"]
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "coda_lsp.cli", "complete", f"{path}:3:9", *flags,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 300)
@@ -145,12 +150,18 @@ async def test_invoked_trigger_returns_a_list_and_automatic_too(client):
         assert isinstance(result, types.InlineCompletionList) and len(result.items) <= 3
 
 
-@pytest.mark.asyncio(loop_scope="module")
-async def test_typing_the_predicted_text_is_answered_from_the_type_through_cache(client):
-    uri = "file:///w/typethrough.py"
+async def complete_fresh(client, uri: str) -> types.InlineCompletionList:
+    """Open a small document and ask at the end of `    y = ` (where the tiny model gives an item)."""
     open_doc(client, uri, "def f(x):\n    y = \n    return y\n")
     first = await client.text_document_inline_completion_async(inline_params(uri, 1, 8))
     assert first.items, "the tiny model gave no item here; pick another position"
+    return first
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_typing_the_predicted_text_is_answered_from_the_type_through_cache(client):
+    uri = "file:///w/typethrough.py"
+    first = await complete_fresh(client, uri)
     text = first.items[0].insert_text
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
@@ -330,3 +341,51 @@ async def test_settings_change_through_did_change_configuration(client):
     await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
     assert max(p.step for p in client.recorder.for_uri(uri)) <= 2
     assert any("temperature" in m.message for m in client.messages)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_items_carry_an_accept_command_that_feeds_the_local_statistics(client):
+    """The item's `coda.accepted` command (what VS Code runs on accept) records it once, with no code text."""
+    uri = "file:///w/stats.py"
+    auto = await complete_fresh(client, uri)
+    # partials carry the prefix a Tab takes while streaming: a start of the streamed text's first run
+    partials = [p for p in client.recorder.for_uri(uri) if not p.done]
+    assert partials and all(isinstance(p.prefix, str) for p in partials)
+    # invoked: several candidates, the greedy one shown before first (so cycling starts from it)
+    invoked = await client.text_document_inline_completion_async(
+        inline_params(uri, 1, 8, types.InlineCompletionTriggerKind.Invoked))
+    assert invoked.items[0].insert_text == auto.items[0].insert_text and len(invoked.items) >= 2
+    ids = [i.command.arguments[0] for i in invoked.items]
+    assert all(i.command.command == "coda.accepted" for i in invoked.items) and len(set(ids)) == len(ids)
+    assert await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.accepted", arguments=[ids[1]])) is True
+    assert await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.accepted", arguments=[ids[1]])) is False          # recorded once
+    assert await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.accepted", arguments=[{"bad": 1}])) is False
+    stats = Path(os.environ["XDG_STATE_HOME"]) / "coda-lsp" / "stats.jsonl"
+    rows = [json.loads(l) for l in stats.read_text().splitlines()]
+    mine = [r for r in rows if r["id"] == ids[0].split(".")[0]]   # the candidates are one suggestion
+    assert [r["outcome"] for r in mine] == ["accepted"] and "text" not in mine[0]
+    assert mine[0]["accepted_chars"] == mine[0]["chars"] == len(invoked.items[1].insert_text)
+    assert any(r["outcome"] == "dismissed" for r in rows)              # the automatic item, replaced
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_confidence_gate_hides_unsure_suggestions_and_says_so_in_the_log(client):
+    """Random weights are unsure of every token: a gate asking for 0.5 shows nothing for them."""
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"minShownConfidence": 0.5}}))
+    try:
+        uri = "file:///w/gate.py"
+        open_doc(client, uri, "def g(x):\n    z = \n    return z\n")
+        n = len(client.recorder.statuses)
+        result = await client.text_document_inline_completion_async(inline_params(uri, 1, 8))
+        assert list(result.items) == []
+        await client.recorder.wait_for(lambda: any(s.state == "ready" for s in client.recorder.statuses[n:]))
+        notes = [m for s in client.recorder.statuses[n:] if "confidence gate" in (m := getattr(s, "message", ""))]
+        assert len(notes) == 1 and "minShownConfidence 0.5" in notes[0], client.recorder.statuses[n:]
+        assert not any("confidence gate" in m.message for m in client.messages)   # not a popup in the editor
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"coda": {"minShownConfidence": 0}}))

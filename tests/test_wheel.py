@@ -95,7 +95,9 @@ def test_installed_packages_come_from_the_venv_not_the_checkout(venv, outside):
 def test_coda_lsp_complete_uses_the_packaged_model(venv, outside):
     work, env = outside
     (work / "add.py").write_text("def add(a, b):\n    return \n")
-    out = subprocess.run([_bin(venv, "coda-lsp"), "complete", "add.py:2:12", "--device", "cpu"], capture_output=True,
+    # gate off: this checks that the packaged model decodes, not whether it is sure enough to be shown
+    out = subprocess.run([_bin(venv, "coda-lsp"), "complete", "add.py:2:12", "--device", "cpu", "--min-confidence", "0"],
+                         capture_output=True,
                          text=True, cwd=work, env=env, timeout=600)
     assert "loading the default model" in out.stderr and "loaded in" in out.stderr, out.stderr
     assert out.returncode == 0 and out.stdout.strip(), out.stderr

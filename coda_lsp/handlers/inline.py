@@ -13,6 +13,7 @@ from lsprotocol import types
 
 from coda_lsp.handlers.convert import pos_in, range_out
 from coda_lsp.pipeline import CompletionResult
+from coda_lsp.streaming import ACCEPTED
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +23,20 @@ async def run_completion(ls, uri: str, position: types.Position, invoked: bool) 
     service = ls.service
     on_partial = ls.send_partial if service.options.streaming else None
     ls.status_busy()
+    note = None
     try:
         result = await service.complete(uri, pos_in(position), invoked=invoked, on_partial=on_partial)
         if result is None:
             log.debug("completion %s %d:%d invoked=%s: no result", uri, position.line, position.character, invoked)
         else:
+            service.record_shown(result)
+            note = result.note or None
             log.debug("[%s] completion %s %d:%d invoked=%s: %s %s hole, %d item(s) in %.0f ms (model %.0f ms) %r",
                       result.request_id, uri, position.line, position.character, invoked, result.source, result.kind,
                       len(result.items), 1000 * result.total_s, 1000 * result.model_s, result.items[:1])
         return result
     finally:
-        ls.status_after_run()
+        ls.status_after_run(note)   # the gate's "nothing shown" goes to the status, not the editor
 
 
 def register(server) -> None:
@@ -44,8 +48,10 @@ def register(server) -> None:
         if result is None:
             return types.InlineCompletionList(items=[])
         rng = range_out(result.start, result.end)
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=rng)
-                                                 for text in result.items])
+        return types.InlineCompletionList(items=[
+            types.InlineCompletionItem(insert_text=text, range=rng,
+                                       command=types.Command(title="coda accepted", command=ACCEPTED, arguments=[sid]))
+            for text, sid in zip(result.items, result.ids)])
 
     async def completion(ls, params: types.CompletionParams) -> types.CompletionList:
         result = await run_completion(ls, params.text_document.uri, params.position, invoked=False)

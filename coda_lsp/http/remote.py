@@ -170,6 +170,16 @@ class RemoteJob:
     def texts(self) -> list[str]:
         return list(self._content) if self.done else []
 
+    def candidates(self) -> list:
+        """The texts as candidates without confidences (the HTTP stream carries none): the confidence
+        gate leaves them as they are."""
+        from coda_lsp.gate import Candidate
+        return [Candidate.sure(t) for t in self.texts()]
+
+    def prefix(self, gate: Any) -> str:
+        """Nothing to accept while a remote hole streams: its partial text carries no confidences."""
+        return ""
+
     def close(self) -> None:
         """Stop reading (a superseded job): the server drops the request at its next step."""
         if self._response is not None:

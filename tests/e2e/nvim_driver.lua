@@ -49,7 +49,9 @@ local function extmark_text(ns)
   local d = marks[1][4]
   local parts = {}
   for _, chunk in ipairs(d.virt_text or {}) do
-    parts[#parts + 1] = chunk[1]
+    if chunk[2] ~= 'ComplHintMore' then -- not Neovim's " (2/4)" candidate counter
+      parts[#parts + 1] = chunk[1]
+    end
   end
   local text = table.concat(parts)
   for _, vl in ipairs(d.virt_lines or {}) do
@@ -77,7 +79,7 @@ api.nvim_create_autocmd('User', { pattern = 'CodaPartial', callback = function(e
   into[#into + 1] = { step = ev.data.step, steps = ev.data.steps, text = ev.data.text, shown = shown }
 end })
 
-local start_fill
+local start_fill, press_tab, partial_accepts
 
 -- phase complete: insert mode at the end of the target line, wait for ghost text, press <Tab>
 local function try_ghost()
@@ -105,16 +107,75 @@ local function try_ghost()
     result.ghost = { text = text, row = row, col = col, cursor = cur, before = buf_text(),
       partial_left = extmark_text(partial.ns) } -- the streamed text is cleared once the final item is shown
     log(('ghost %q at %d:%d'):format(text, row, col))
-    api.nvim_create_autocmd('TextChangedI', { once = true, buffer = bufnr, callback = function()
-      result.after_accept = buf_text()
-      result.cursor_after_accept = api.nvim_win_get_cursor(0)
-      log('accepted')
-      vim.schedule(start_fill)
-    end })
-    api.nvim_feedkeys(vim.keycode('<Tab>'), 'm', false) -- coda's insert-mode mapping
+    if os.getenv('CODA_PARTIAL_ACCEPT') then
+      return partial_accepts()
+    end
+    press_tab()
   end
   vim.defer_fn(poll, 30)
 end
+
+-- <Tab> accepts all of the ghost text; then the fill phase
+press_tab = function()
+  api.nvim_create_autocmd('TextChangedI', { once = true, buffer = bufnr, callback = function()
+    result.after_accept = buf_text()
+    result.cursor_after_accept = api.nvim_win_get_cursor(0)
+    log('accepted')
+    vim.schedule(start_fill)
+  end })
+  api.nvim_feedkeys(vim.keycode('<Tab>'), 'm', false) -- coda's insert-mode mapping
+end
+
+-- wait until the ghost text is shown and differs from `old` (nil: any), then call on_ghost(text)
+local function wait_ghost(old, what, on_ghost, tries)
+  tries = tries or 0
+  local text = extmark_text(ghost_ns)
+  if text ~= nil and text ~= old and not text:match('^%s*$') then
+    return on_ghost(text)
+  end
+  if tries > 600 then
+    result.error = 'no ghost text ' .. what
+    return finish(6)
+  end
+  vim.defer_fn(function() wait_ghost(old, what, on_ghost, tries + 1) end, 30)
+end
+
+-- a key whose effect is an edit: record the buffer and the ghost text that follows, then next()
+local function accept_step(key, name, next_step, wait_rest)
+  local before, ghost = buf_text(), extmark_text(ghost_ns)
+  local rec = { key = key, before = before, ghost = ghost, cursor = api.nvim_win_get_cursor(0) }
+  result.partial_accepts[#result.partial_accepts + 1] = rec
+  api.nvim_create_autocmd('TextChangedI', { once = true, buffer = bufnr, callback = function()
+    rec.after = buf_text()
+    log(name .. ' accepted')
+    if not wait_rest then
+      return vim.schedule(next_step)
+    end
+    -- the rest of the suggestion is shown again (answered by the server's type-through cache)
+    wait_ghost(nil, 'after ' .. name, function(rest)
+      rec.rest = rest
+      log(('%s: rest %q'):format(name, rest))
+      next_step()
+    end)
+  end })
+  api.nvim_feedkeys(vim.keycode(key), 'm', false)
+end
+
+-- <M-]> shows another candidate; <M-Right> takes a word (the rest stays shown), <M-Down> a line
+partial_accepts = function()
+  result.partial_accepts = {}
+  local first = result.ghost.text
+  api.nvim_feedkeys(vim.keycode('<M-]>'), 'm', false)
+  wait_ghost(first, 'after <M-]>', function(other)
+    result.cycled = { before = first, after = other }
+    log(('cycled to %q'):format(other))
+    accept_step('<M-Right>', 'word', function()
+      accept_step('<M-Down>', 'line', start_fill, false)
+    end, true)
+  end)
+end
+
+local stream_tab
 
 start_fill = function()
   phase = 'fill'
@@ -128,10 +189,48 @@ start_fill = function()
       result.after_fill = buf_text()
       vim.cmd('silent write')
       log('fill done ' .. vim.inspect(ev.data))
+      if os.getenv('CODA_PARTIAL_ACCEPT') then
+        return vim.schedule(stream_tab)
+      end
       phase = 'done'
       vim.schedule(function() finish(0) end)
     end })
     vim.cmd(('%s,%sCodaFill'):format(l1, l2))
+  end)
+end
+
+-- <Tab> while the text still streams: accepts the confident prefix decoded so far (the server's
+-- `prefix`), not a literal tab. coda.accept (what <Tab> maps to) is called from the first partial
+-- that has a prefix, so the final item cannot arrive in between.
+stream_tab = function()
+  phase = 'stream'
+  api.nvim_create_autocmd('User', { pattern = 'CodaPartial', callback = function(ev)
+    if phase ~= 'stream' or ev.data.done then
+      return
+    end
+    local prefix = partial.prefix(bufnr)
+    if not prefix or prefix == '' then
+      return
+    end
+    phase = 'stream-accepted'
+    local rec = { before = buf_text(), cursor = api.nvim_win_get_cursor(0), prefix = prefix, shown = ev.data.text,
+      step = ev.data.step, steps = ev.data.steps }
+    result.stream_tab = rec
+    rec.returned = coda.accept(bufnr)
+    vim.schedule(function()
+      rec.after = buf_text()
+      log(('tab while streaming at step %d/%d: %q'):format(rec.step, rec.steps, prefix))
+      phase = 'done'
+      finish(0)
+    end)
+    return true
+  end })
+  api.nvim_feedkeys(vim.keycode('<Esc>'), 'n', false)
+  vim.schedule(function()
+    local line = api.nvim_buf_get_lines(bufnr, 0, 1, false)[1]
+    api.nvim_win_set_cursor(0, { 1, #line })
+    api.nvim_feedkeys('a', 'n', false)
+    log('insert at the end of line 1 for the stream')
   end)
 end
 
@@ -159,4 +258,7 @@ coda.setup({
   max_tokens = 16,
   debounce_ms = 0,
   streaming = true,
+  -- random weights are unsure of every token: the confidence gate would hide everything
+  min_confidence = 0,
+  min_shown_confidence = 0,
 })

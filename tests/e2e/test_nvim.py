@@ -9,6 +9,7 @@ The driver (nvim_driver.lua) only records what happened; every check is here.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,14 +32,14 @@ NVIMS = {  # 0.12: ghost text by vim.lsp.inline_completion; 0.11: by the plugin'
 
 
 def run_driver(tmp_path: Path, workspace: Path, editor_env: dict, server_cmd: list[str], model: Path,
-               version: str = "0.12") -> dict:
+               version: str = "0.12", **extra_env: str) -> dict:
     nvim = require(*NVIMS[version])
     src = workspace / "example.py"
     src.write_text(SOURCE)
     result_file = tmp_path / "result.json"
     env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_CMD=json.dumps(server_cmd),
                CODA_MODEL=str(model), CODA_RESULT=str(result_file), CODA_TARGET_LINE=str(TARGET_LINE),
-               CODA_FILL_LINES="%d,%d" % FILL_LINES, CODA_STEPS="8", CODA_DRIVER_TIMEOUT_MS="150000")
+               CODA_FILL_LINES="%d,%d" % FILL_LINES, CODA_STEPS="8", CODA_DRIVER_TIMEOUT_MS="150000", **extra_env)
     proc = subprocess.run([str(nvim), "--headless", "--clean", "-u", str(E2E / "nvim_driver.lua"), str(src)],
                           cwd=workspace, env=env, capture_output=True, text=True, timeout=180)
     server_log = tail(tmp_path / "server.log")
@@ -95,6 +96,51 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     assert res["after_fill"] == expected
     assert res["after_fill"] != res["before_fill"]
     assert res["file_after"].rstrip("\n") == expected.rstrip("\n")
+
+
+def split(text: str, kind: str) -> str:
+    """What coda.accept takes of `text` (the rule documented in editors/README.md)."""
+    if kind == "line":
+        nl = text.find("\n", 1 if text.startswith("\n") else 0)
+        return text if nl < 0 else text[: nl + 1]
+    ws = text[: len(text) - len(text.lstrip())]
+    rest = text[len(ws):]
+    m = re.match(r"[A-Za-z0-9_\u0080-\U0010ffff]+|[^A-Za-z0-9_\s\u0080-\U0010ffff]+", rest)
+    return ws + (m.group(0) if m else "")
+
+
+def inserted_once(before: str, after: str, text: str) -> bool:
+    return any(after == before[:p] + text + before[p:] for p in range(len(before) + 1))
+
+
+@pytest.mark.parametrize("version", ["0.12", "0.11"])
+def test_nvim_cycle_partial_accept_and_tab_while_streaming(tmp_path, workspace, editor_env, server_cmd,
+                                                           tiny_model_dir, version):
+    res = run_driver(tmp_path, workspace, editor_env, server_cmd, tiny_model_dir, version, CODA_PARTIAL_ACCEPT="1")
+    # <M-]> asked for several candidates and showed one that differs from the first
+    assert res["cycled"]["after"] != res["cycled"]["before"], res["cycled"]
+    word, line = res["partial_accepts"]
+    # <M-Right>: the buffer holds exactly the next word, and the rest of the same suggestion is shown
+    head = split(word["ghost"], "word")
+    assert head.strip() and len(head) < len(word["ghost"]), word
+    assert inserted_once(word["before"], word["after"], head), word
+    assert word["rest"] == word["ghost"][len(head):], word
+    # <M-Down>: the next line of what is shown
+    assert line["ghost"] == word["rest"]
+    assert inserted_once(line["before"], line["after"], split(line["ghost"], "line")), line
+    # the accepts went to the server's statistics once, for the suggestion they came from
+    stats_file = Path(editor_env["XDG_STATE_HOME"]) / "coda-lsp" / "stats.jsonl"
+    rows = [json.loads(l) for l in stats_file.read_text().splitlines()]
+    assert len({r["id"] for r in rows}) == len(rows), rows
+    taken = [r for r in rows if r["accepted_chars"]]
+    assert len(taken) == 1 and taken[0]["accepted_chars"] == len(head) + len(split(line["ghost"], "line")), rows
+    assert taken[0]["outcome"] == ("accepted" if "\n" not in line["ghost"] else "partial")
+    assert all(r["outcome"] == "dismissed" for r in rows if r is not taken[0]) and "text" not in taken[0]
+    # <Tab> while the text still streamed inserted the confident prefix decoded so far, not a tab
+    st = res["stream_tab"]
+    assert st["returned"] is True and st["step"] < st["steps"], st
+    assert st["prefix"].strip() and "\t" not in st["prefix"], st
+    assert inserted_once(st["before"], st["after"], st["prefix"]), st
 
 
 def run_bad_input(tmp_path: Path, editor_env: dict, scenario: str, cmd: list[str] | None = None) -> dict:

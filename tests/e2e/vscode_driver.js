@@ -140,14 +140,28 @@ async function main() {
     result.ghost_count_after_escape = await page.locator(GHOST).count();
     await palette(page, 'Trigger Inline Suggestion');
     await page.locator(GHOST).first().waitFor({ timeout: 30000 });
+    // the explicit request asks the server for several candidates: wait until they are in
+    await waitStatus(page, 'busy', 10000).catch(() => log('no busy status after the explicit trigger'));
+    await waitStatus(page, 'ready', 120000);
     await ghostSettled(page);
     result.ghost_retriggered = await ghostText(page);
     log(`ghost again ${JSON.stringify(result.ghost_retriggered)}`);
 
+    // Alt+] (VS Code's Show Next Inline Suggestion) cycles to another candidate of the explicit request
+    await page.keyboard.press('Alt+BracketRight');
+    await page.waitForFunction(([sel, g]) => {
+      const t = Array.from(document.querySelectorAll(sel)).map((e) => e.textContent).join('\n');
+      return t && t !== g;
+    }, [GHOST, result.ghost_retriggered], { polling: 50, timeout: 30000 })
+      .catch(() => log('Alt+] showed no other candidate'));
+    await page.waitForTimeout(300);
+    result.ghost_cycled = await ghostText(page);
+    log(`ghost after Alt+] ${JSON.stringify(result.ghost_cycled)}`);
+
     // Ctrl+Right accepts the next word only (VS Code's inlineSuggest.acceptNextWord); the rest stays as ghost text
     await page.keyboard.press('Control+ArrowRight');
     await page.waitForFunction(([sel, g]) => Array.from(document.querySelectorAll(sel)).map((e) => e.textContent)
-      .join('\n') !== g, [GHOST, result.ghost_retriggered], { polling: 50, timeout: 10000 })
+      .join('\n') !== g, [GHOST, result.ghost_cycled], { polling: 50, timeout: 10000 })
       .catch(() => log('Ctrl+Right left the ghost text as it was'));
     await page.waitForTimeout(300);
     result.ghost_after_word = await ghostText(page);

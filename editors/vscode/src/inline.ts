@@ -8,6 +8,11 @@
  * suggestion (`refetch`), which calls the provider again and gets the latest partial text at once;
  * the final response replaces it. VS Code cancelling a provider call does not cancel the model run for the
  * same position (that would throw away the stream); a request for a new position does.
+ *
+ * Cycling (VS Code's Show Next / Previous Inline Suggestion, Alt+] / Alt+[): VS Code asks again with an
+ * explicit (Invoke) trigger. Once the automatic run's final items were served at this position, such a
+ * request starts an invoked run, for which the server returns several candidates (the greedy one first).
+ * Our own re-fetches are explicit too, but they never come after the final items were served.
  */
 import * as vscode from 'vscode';
 import { InlineCompletionRequest, LanguageClient } from 'vscode-languageclient/node';
@@ -17,6 +22,8 @@ export interface PartialParams {
   version: number | null;
   range: { start: { line: number; character: number }; end: { line: number; character: number } };
   text: string;
+  /** The decoded text before the first still-masked token, cut by the confidence gate (older servers: absent). */
+  prefix?: string;
   step: number;
   steps: number;
   maskedCount: number;
@@ -34,6 +41,11 @@ interface Flight {
   partial?: { text: string; range: vscode.Range; step: number; steps: number };
   final?: vscode.InlineCompletionItem[];
   finalServed?: boolean;
+  /** Started by an explicit trigger: the server answers with several candidates. */
+  invoked: boolean;
+  /** What stays shown while an invoked run computes (the automatic run's items at the same place): its
+   * partials are not drawn, so VS Code keeps the suggestion the user sees and can cycle once it is done. */
+  shown?: vscode.InlineCompletionItem[];
   waiters: Array<() => void>;
 }
 
@@ -77,8 +89,15 @@ export class InlineStreamer implements vscode.Disposable {
     const uri = client.code2ProtocolConverter.asUri(document.uri);
     const key = `${uri}@${document.version}:${position.line}:${position.character}`;
     let flight = this.flight;
-    if (!flight || flight.key !== key) {
-      flight = this.start(client, document, position, context, uri, key);
+    const invoked = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke;
+    const wantsMore = invoked && !!flight && flight.key === key && !flight.invoked && !!flight.finalServed;
+    if (!flight || flight.key !== key || wantsMore) {
+      const before = wantsMore ? flight!.final : undefined;
+      flight = this.start(client, document, position, context, uri, key, invoked);
+      flight.shown = before;
+    }
+    if (!flight.final && flight.shown) {
+      return flight.shown;
     }
     if (!flight.final && !flight.partial) {
       await new Promise<void>((resolve) => {
@@ -98,10 +117,10 @@ export class InlineStreamer implements vscode.Disposable {
   };
 
   private start(client: LanguageClient, document: vscode.TextDocument, position: vscode.Position,
-    context: vscode.InlineCompletionContext, uri: string, key: string): Flight {
+    context: vscode.InlineCompletionContext, uri: string, key: string, invoked: boolean): Flight {
     this.flight?.cts.cancel();   // a new position: the old model run is useless ($/cancelRequest)
     const flight: Flight = {
-      key, uri, version: document.version, position, cts: new vscode.CancellationTokenSource(), waiters: [],
+      key, uri, version: document.version, position, cts: new vscode.CancellationTokenSource(), waiters: [], invoked,
     };
     this.flight = flight;
     const params = client.code2ProtocolConverter.asInlineCompletionParams(document, position, context);
@@ -148,12 +167,15 @@ export class InlineStreamer implements vscode.Disposable {
     if (!this.enabled || !flight || flight.final || p.uri !== flight.uri || (p.version !== null && p.version !== flight.version)) {
       return false;
     }
-    if (p.done || p.text.length === 0) {
+    // While it streams, the ghost text is the confident decoded prefix: what Tab would accept. The full
+    // step text leaves masked spans out, so accepting it would insert words with gaps between them.
+    const shown = p.prefix ?? p.text;
+    if (p.done || shown.length === 0 || flight.shown) {
       return true;
     }
     const r = p.range;
     flight.partial = {
-      text: p.text, step: p.step, steps: p.steps,
+      text: shown, step: p.step, steps: p.steps,
       range: new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character),
     };
     this.wake(flight, true);

@@ -11,6 +11,7 @@ export const SERVER_KEYS = [
   'modelPath', 'device', 'dtype', 'steps', 'maxTokens', 'algorithm', 'temperature', 'threshold',
   'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads',
   'engine', 'contextCacheMb', 'vicinity', 'latencyBudgetMs',
+  'minConfidence', 'minShownConfidence', 'stats',
 ] as const;
 
 /** Settings whose change needs a new server process. */

@@ -12,9 +12,13 @@ M.defaults = {
   filetypes = nil, ---@type string[]? nil = every filetype with a file name
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'Cargo.toml', 'go.mod' },
   enabled = true, --- inline completion on at start (`:CodaToggle` flips it)
-  keymaps = {
-    accept = '<Tab>', --- insert mode: accept the ghost text (falls back to a normal <Tab>)
-    dismiss = '<C-]>', --- insert mode: hide the ghost text
+  keymaps = { --- insert mode; false disables one
+    accept = '<Tab>', --- accept the ghost text, or what is shown while it streams (else a normal <Tab>)
+    accept_word = '<M-Right>', --- accept the next word of the ghost text; the rest stays shown
+    accept_line = '<M-Down>', --- accept the next line of the ghost text; the rest stays shown
+    next = '<M-]>', --- next candidate (asks the server for several)
+    prev = '<M-[>', --- previous candidate
+    dismiss = '<C-]>', --- hide the ghost text
   },
   -- server settings (sent as initializationOptions and on `require('coda').configure{...}`)
   model_path = nil, ---@type string? CoDA model directory; nil = the embedded default model
@@ -36,6 +40,9 @@ M.defaults = {
   context_cache_mb = nil, ---@type integer? MB of context K/V kept across requests (server default: 512; 0 = off)
   vicinity = nil, ---@type integer? tokens around a decided block recomputed at a new block (server default 8)
   latency_budget_ms = nil, ---@type integer? measure at load and fit context/steps/block to this budget (default none)
+  min_confidence = nil, ---@type number? cut a suggestion before its first token less sure than this (server default: see docs/suggestions.md)
+  min_shown_confidence = nil, ---@type number? show nothing when the first line's mean confidence is below this
+  stats = nil, ---@type string? local acceptance statistics: on | off | code (server default on)
   engine = nil, ---@type string? URL of a `coda-lsp serve` that decodes (key from CODA_API_KEY); nil = local model
 }
 
@@ -60,6 +67,9 @@ M.server_keys = {
   context_cache_mb = 'contextCacheMb',
   vicinity = 'vicinity',
   latency_budget_ms = 'latencyBudgetMs',
+  min_confidence = 'minConfidence',
+  min_shown_confidence = 'minShownConfidence',
+  stats = 'stats',
   engine = 'engine',
 }
 

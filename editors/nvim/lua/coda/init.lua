@@ -66,13 +66,25 @@ end
 
 local function set_keymaps(bufnr)
   local km = config.current.keymaps or {}
-  if km.accept then
-    vim.keymap.set('i', km.accept, function()
-      if M.accept(bufnr) then
-        return ''
-      end
-      return km.accept
-    end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = 'coda: accept the ghost text' })
+  local function map(lhs, kind, desc)
+    if lhs then
+      vim.keymap.set('i', lhs, function()
+        if M.accept(bufnr, kind) then
+          return ''
+        end
+        return lhs
+      end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = 'coda: ' .. desc })
+    end
+  end
+  map(km.accept, 'all', 'accept the ghost text (or what is shown while it streams)')
+  map(km.accept_word, 'word', 'accept the next word of the ghost text')
+  map(km.accept_line, 'line', 'accept the next line of the ghost text')
+  for lhs, count in pairs({ [km.next or false] = 1, [km.prev or false] = -1 }) do
+    if lhs then
+      vim.keymap.set('i', lhs, function()
+        M.cycle(bufnr, count)
+      end, { buffer = bufnr, desc = 'coda: ' .. (count > 0 and 'next' or 'previous') .. ' candidate' })
+    end
   end
   if km.dismiss then
     vim.keymap.set('i', km.dismiss, function()
@@ -81,13 +93,41 @@ local function set_keymaps(bufnr)
   end
 end
 
---- Accept the current ghost text; true when there was one.
-function M.accept(bufnr)
+--- Accept the ghost text: all of it, or its next 'word' / 'line'; true when there was one. While the
+--- text still streams (no item yet), the confident prefix decoded so far is accepted.
+---@param kind? 'all'|'word'|'line'
+function M.accept(bufnr, kind)
+  bufnr = bufnr or api.nvim_get_current_buf()
+  kind = kind or 'all'
+  local accepted
+  if has_inline() then
+    accepted = require('coda.accept').inline(bufnr, kind)
+  else
+    accepted = require('coda.fallback').accept(bufnr, kind)
+  end
+  if accepted then
+    return true
+  end
+  local prefix = partial.prefix(bufnr)
+  if prefix == nil or prefix == '' then
+    return false
+  end
+  local text = kind == 'all' and prefix or require('coda.accept').split(prefix, kind)
+  partial.clear(bufnr, 'moved')
+  vim.schedule(function()
+    require('coda.accept').insert_at_cursor(bufnr, text)
+  end)
+  return true
+end
+
+--- Show the next (count 1) or previous (count -1) candidate.
+function M.cycle(bufnr, count)
   bufnr = bufnr or api.nvim_get_current_buf()
   if has_inline() then
-    return vim.lsp.inline_completion.get({ bufnr = bufnr })
+    local client = M.clients(bufnr)[1]
+    return require('coda.accept').cycle_inline(bufnr, count, client)
   end
-  return require('coda.fallback').accept(bufnr)
+  return require('coda.fallback').cycle(bufnr, count)
 end
 
 function M.dismiss(bufnr)

@@ -13,7 +13,7 @@ local M = {}
 local api = vim.api
 M.ns = api.nvim_create_namespace('coda.partial')
 
----@type table<integer, {key: string, cursor: integer[], text: string, step: integer, steps: integer}>
+---@type table<integer, {key: string, cursor: integer[], text: string, prefix: string, is_fill: boolean, step: integer, steps: integer}>
 local drawn = {}
 ---@type table<integer, string> bufnr -> key of a request whose drawing the user moved away from
 local dismissed = {}
@@ -112,6 +112,9 @@ function M.handler(_, params, ctx)
     key = key,
     cursor = win ~= -1 and api.nvim_win_get_cursor(win) or { 0, 0 },
     text = params.text or '',
+    prefix = type(params.prefix) == 'string' and params.prefix or '',
+    is_fill = params.range.start.line ~= params.range['end'].line
+      or params.range.start.character ~= params.range['end'].character,
     step = params.step or 0,
     steps = params.steps or 0,
   }
@@ -123,6 +126,19 @@ function M.handler(_, params, ctx)
     done = false,
     masked = params.maskedCount,
   })
+end
+
+--- The confident prefix decoded so far of the completion drawn at the cursor (`prefix` of the last
+--- notification: the text before the first still-masked token, cut by the server's confidence gate),
+--- or nil when nothing is drawn there. <Tab> accepts it while the text still streams.
+function M.prefix(bufnr)
+  local d = drawn[bufnr]
+  local win = vim.fn.bufwinid(bufnr)
+  if not d or d.is_fill or win == -1 then
+    return nil
+  end
+  local c = api.nvim_win_get_cursor(win)
+  return (c[1] == d.cursor[1] and c[2] == d.cursor[2]) and d.prefix or nil
 end
 
 --- Clear on cursor movement / leaving insert mode / leaving the buffer.
