@@ -4,6 +4,7 @@
     coda-bench train                   # training throughput / MFU
     coda-bench load                    # peak RSS of loading the 1.7B shape
     coda-bench server                  # language-server latency
+    coda-bench soak                    # memory and latency over a long run of editing traffic
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -18,6 +19,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "train": ("coda_bench.train", "training throughput and MFU"),
     "load": ("coda_bench.load_rss", "peak RSS of loading a 1.7B-shape checkpoint"),
     "server": ("coda_bench.server", "language-server latency"),
+    "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),
 }
 
 
