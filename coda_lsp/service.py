@@ -26,7 +26,8 @@ from coda_lsp.context import CompletionContext, ContextConfig, build_context
 from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.options import ServerOptions
 from coda_lsp.postprocess import PostContext, postprocess, unify_newlines
-from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
+from coda_lsp.cache_limits import CacheLimits, CacheSet
+from coda_lsp.scheduler import ResultCache, Scheduler, Speculations, TypeThroughCache
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +218,29 @@ class CompletionService:
     options: ServerOptions = field(default_factory=ServerOptions)
     docs: DocumentStore = field(default_factory=DocumentStore)
     scheduler: Scheduler = field(default_factory=Scheduler)
-    type_cache: TypeThroughCache = field(default_factory=TypeThroughCache)
-    result_cache: ResultCache = field(default_factory=ResultCache)
+    limits: CacheLimits = field(default_factory=CacheLimits)
     model: Optional[LoadedEngine] = None
     state: str = "loading"                  # loading | ready | error
     message: str = ""
-    speculations: dict[str, "asyncio.Future[Optional[list[str]]]"] = field(default_factory=dict)  # by result key
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
+
+    def __post_init__(self) -> None:
+        lim = self.limits
+        self.type_cache = TypeThroughCache(lim.type_through_entries, lim.type_through_bytes)
+        self.result_cache = ResultCache(lim.result_entries, lim.result_bytes)
+        self.speculations = Speculations(lim.speculations)   # by result key
+        self.caches = CacheSet(type_through=self.type_cache, result=self.result_cache, speculations=self.speculations)
+
+    def close(self, uri: str) -> None:
+        """didClose: the document and everything kept for it (cache entries, speculations, requests) go."""
+        self.docs.close(uri)
+        self.caches.drop(uri)
+        self.scheduler.forget([uri, f"fill:{uri}", f"speculate:{uri}"])
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes against bounds, for `coda/stats`."""
+        return {"caches": self.caches.stats(), "documents": self.docs.stats(),
+                "in_flight": {"tickets": len(self.scheduler), "background_tasks": len(self.background)}}
 
     # --- model ---------------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -326,11 +343,14 @@ class CompletionService:
         texts = self.result_cache.get(cache_key)
         job: Optional[InfillJob] = None
         source = "cache"
-        if texts is None and cache_key in self.speculations:   # computed ahead for exactly this hole: join it
-            texts = await asyncio.shield(self.speculations[cache_key])
+        joinable = self.speculations.joinable(cache_key) if texts is None else None
+        if joinable is not None:   # computed ahead for exactly this hole: join it
+            texts = await asyncio.shield(joinable)
             source = "speculation"
             if ticket.stale:
                 return None
+        if texts is not None:
+            self.scheduler.release(ticket)
         if texts is None:
             self.scheduler.supersede(f"speculate:{uri}")   # a real request goes first
             def stale() -> bool:   # the document changed or closed: this hole no longer exists
@@ -341,7 +361,7 @@ class CompletionService:
                 return None
             t_post = time.perf_counter()
             texts = job.texts()
-            self.result_cache.put(cache_key, texts)
+            self.result_cache.put(cache_key, texts, uri)
         else:
             t_post = time.perf_counter()
         items = clean_items(texts, ctx)
@@ -376,7 +396,10 @@ class CompletionService:
         accepted = doc.fork(ctx.start, ctx.end, item)
         spec_ctx = self.context(accepted, ctx.start + len(item))
         key = self._result_key(spec_ctx, 1)
-        if key in self.speculations or self.result_cache.get(key) is not None:
+        if self.result_cache.get(key) is not None:
+            return
+        done = self.speculations.start(key, uri, 2 * len(accepted.text))
+        if done is None:   # already running, or as many runs as the bound allows
             return
         ticket = self.scheduler.ticket(f"speculate:{uri}")
         lm, opts = self.model, self.options
@@ -385,21 +408,18 @@ class CompletionService:
             current = self.docs.get(uri)
             return current is None or (current.text != seen and current.text != accepted.text)
 
-        done: asyncio.Future[Optional[list[str]]] = asyncio.get_running_loop().create_future()
-        self.speculations[key] = done
         texts = None
         try:
             job = await self.scheduler.run(ticket, lambda: InfillJob(lm, spec_ctx, opts, 1, opts.context_tokens),
                                            lambda _partial: None, 0, abort=diverged, background=True)
             if job is not None:
                 texts = job.texts()
-                self.result_cache.put(key, texts)
+                self.result_cache.put(key, texts, uri)
                 log.debug("speculated the completion after accepting %r: %r", item[:40], texts[:1])
         except Exception:   # a background run never surfaces; the real request computes it again
             log.exception("speculative completion failed")
         finally:
-            del self.speculations[key]
-            done.set_result(texts)
+            self.speculations.finish(key, texts)
 
     def shutdown(self) -> None:
         self.scheduler.shutdown()

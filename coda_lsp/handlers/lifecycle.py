@@ -41,7 +41,7 @@ def register(server) -> None:
         for w in warnings:
             ls.show(w)
         ls.service.options = options
-        ls.service.result_cache = type(ls.service.result_cache)()
+        ls.service.result_cache.clear()
         ls.service.type_cache.clear()
         if any(getattr(old, k) != getattr(options, k) for k in MODEL_KEYS):
             log.info("model settings changed: reloading")

@@ -23,13 +23,7 @@ def register(server) -> None:
     @server.feature(STATS)
     def stats(ls, params: Any = None) -> dict:
         protocol = ls.protocol
-        svc = ls.service
-        docs = list(svc.docs._docs.values())
-        return {"caches": {"type_through": len(svc.type_cache._entries), "result": len(svc.result_cache._data),
-                           "speculations": len(svc.speculations), "background": len(svc.background),
-                           "tickets": len(svc.scheduler._latest)},
-                "documents": {"open": len(docs), "trees": sum(d._tree is not None for d in docs),
-                              "chars": sum(len(d.text) for d in docs)},
+        return {**ls.service.stats(),
                 "pygls": {"request_futures": len(protocol._request_futures),
                           "result_types": len(protocol._result_types)},
                 "process": process_stats(_flag(params, "objects"), _flag(params, "tracemalloc"))}

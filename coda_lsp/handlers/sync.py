@@ -29,5 +29,4 @@ def register(server) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls, params: types.DidCloseTextDocumentParams) -> None:
-        ls.service.docs.close(params.text_document.uri)
-        ls.service.type_cache.clear(params.text_document.uri)
+        ls.service.close(params.text_document.uri)
