@@ -52,6 +52,7 @@ class SoakConfig:
     checkpoints: int = 20
     seed: int = 0
     request_timeout_s: float = 120.0
+    progress: bool = True           # one stderr line per checkpoint
     options: dict = field(default_factory=dict)   # initializationOptions
 
 
@@ -259,8 +260,18 @@ class Soak:
             pass                                  # a server without the stats request
         except asyncio.TimeoutError:
             self.unanswered.append(f"coda/stats #{self.op}")
-        return {"op": self.op, "t_s": round(time.perf_counter() - self.t0, 1), "rss_mb": round(rss_mb(self.client.pid), 1),
-                "open": len(self.open_docs), "stats": stats}
+        point = {"op": self.op, "t_s": round(time.perf_counter() - self.t0, 1),
+                 "rss_mb": round(rss_mb(self.client.pid), 1), "open": len(self.open_docs), "stats": stats}
+        if self.cfg.progress:
+            print(f"soak: op {point['op']} at {point['t_s']} s, server RSS {point['rss_mb']} MB", file=sys.stderr)
+        return point
+
+    async def close_all(self) -> dict:
+        """Close every document; what the server still holds afterwards (caches should be empty)."""
+        for uri in list(self.open_docs):
+            del self.open_docs[uri]
+            self.client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+        return await self.checkpoint()
 
     async def run(self) -> dict:
         for _ in range(self.cfg.max_open):
@@ -286,7 +297,9 @@ class Soak:
                 if timeline[-1]["op"] != self.op:
                     timeline.append(await self.checkpoint())
                 break
-        return self.report(timeline, ops_done)
+        report = self.report(timeline, ops_done)
+        report["after_close_all"] = await self.close_all()
+        return report
 
     def report(self, timeline: list[dict], ops_done: dict[str, int]) -> dict:
         n = timeline[-1]["op"]
