@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from coda_model.ar_decode import greedy_decode
 from coda_model.checkpoint import LoadedModel, load_model
 from coda_model.config import CodaConfig
 from coda_model.engine import DecodeConfig, Engine, token_agreement
@@ -213,23 +214,14 @@ def threshold_sweep(engine: Engine, tasks: list[dict], thresholds, length: int, 
     return rows
 
 
-@torch.no_grad()
 def ar_decode(model: CodaLM, prompt: list[int], new_tokens: int) -> tuple[list[int], float, float]:
     """Greedy causal decode with a KV cache. Returns (ids, prefill seconds, per-token seconds)."""
     t0 = time.perf_counter()
-    dev = next(model.parameters()).device
-    x = torch.tensor([prompt], device=dev)
-    out = model(x, causal=True, use_cache=True, logits_index=torch.tensor([len(prompt) - 1], device=dev))
-    kv = out.key_values
-    nxt = int(out.logits[0, -1].argmax())
+    tokens = greedy_decode(model, prompt, new_tokens)
+    ids = [next(tokens)]
     prefill = time.perf_counter() - t0
-    ids = [nxt]
     t1 = time.perf_counter()
-    for _ in range(new_tokens - 1):
-        out = model(torch.tensor([[nxt]], device=dev), causal=True, past_key_values=kv, use_cache=True)
-        kv = [(torch.cat((k, k2), 2), torch.cat((v, v2), 2)) for (k, v), (k2, v2) in zip(kv, out.key_values)]
-        nxt = int(out.logits[0, -1].argmax())
-        ids.append(nxt)
+    ids += tokens
     per_token = (time.perf_counter() - t1) / max(1, new_tokens - 1)
     return ids, prefill, per_token
 

@@ -20,6 +20,7 @@ Usage: coda-bench server [--model DIR] [--requests 60] [--accepts 20] [--think-m
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import asyncio
 import json
 import platform
@@ -84,10 +85,11 @@ def bench_reparse(text: str, n: int = 300) -> dict:
 
 async def bench_overhead(model_dir: str, text: str, n: int) -> dict:
     from coda_lsp.documents import Pos
+    from coda_model import DecodeConfig
     from coda_lsp.options import ServerOptions
     from coda_lsp.service import CompletionService
-    svc = CompletionService(ServerOptions(model_path=model_dir, device="cpu", dtype="float32", steps=2,
-                                          max_tokens=4, debounce_ms=0, context_tokens=1024, speculate=False))
+    svc = CompletionService(ServerOptions(model_path=model_dir, device="cpu", dtype="float32",
+                                          decode=replace(DecodeConfig.editor(), steps=2), max_tokens=4, debounce_ms=0, context_tokens=1024, speculate=False))
     await svc.load()
     if not svc.ready:
         raise SystemExit(f"coda-bench server: {svc.message}")

@@ -21,39 +21,20 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from coda_lsp.options import ALGORITHMS, DEVICES, DTYPES, ServerOptions
+from coda_lsp.options import SETTINGS, ServerOptions, merge_options, wire_defaults
 
 log = logging.getLogger("coda_lsp")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH", help="CoDA model directory (default: the embedded default model)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--steps", type=int, default=ServerOptions.steps, help="max denoise steps per hole")
-    p.add_argument("--max-tokens", type=int, default=ServerOptions.max_tokens, help="length budget of a block hole")
-    p.add_argument("--algorithm", default=ServerOptions.algorithm, choices=ALGORITHMS)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--threshold", type=_threshold, default=ServerOptions.threshold,
-                   help="confidence threshold for parallel decoding, 'none' for the fixed schedule only "
-                        f"(default {ServerOptions.threshold})")
-    p.add_argument("--cache", default=ServerOptions.cache, choices=("none", "prefix", "dual"),
-                   help=f"context K/V reuse within a block; none = exact (default {ServerOptions.cache})")
-    p.add_argument("--block-length", type=int, default=ServerOptions.block_length,
-                   help=f"with a cache, decode left to right in blocks of this many tokens (default {ServerOptions.block_length})")
-    p.add_argument("--context-tokens", type=int, default=ServerOptions.context_tokens)
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the model (default: OMP_NUM_THREADS, else half the cores, so a busy core "
-                        "does not stall every step)")
-
-
-def _threshold(value: str) -> Optional[float]:
-    if value.lower() == "none":
-        return None
-    t = float(value)
-    if not 0.0 < t <= 1.0:
-        raise argparse.ArgumentTypeError("a threshold is in (0, 1], or 'none'")
-    return t
+    """One flag per row of `coda_lsp.options.SETTINGS` (values are parsed like initializationOptions)."""
+    defaults = wire_defaults()
+    for s in SETTINGS:
+        if s.cli_flag:
+            model = s.wire == "modelPath"
+            p.add_argument(s.cli_flag, dest=s.wire, default=None,
+                           metavar="PATH" if model else s.cli_flag[2:].upper().replace("-", "_"),
+                           help=s.help if model else f"{s.help} (default {defaults[s.wire]})")
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -79,12 +60,13 @@ def oneshot_parser(command: str) -> argparse.ArgumentParser:
     return p
 
 
-def options_from(args: argparse.Namespace) -> ServerOptions:
-    return ServerOptions(model_path=args.model, device=args.device, dtype=args.dtype, steps=max(1, args.steps),
-                         max_tokens=max(1, args.max_tokens), algorithm=args.algorithm, temperature=args.temperature,
-                         threshold=args.threshold, cache=args.cache, block_length=max(1, args.block_length),
-                         context_tokens=max(16, args.context_tokens),
-                         threads=max(1, args.threads) if args.threads else None)
+def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ServerOptions:
+    """The flags that were given, applied over the server's defaults by the same rules as the LSP settings."""
+    given = {s.wire: getattr(args, s.wire) for s in SETTINGS if s.cli_flag and getattr(args, s.wire) is not None}
+    options, problems = merge_options(ServerOptions(), given)
+    if problems:
+        parser.error(problems[0].replace("coda setting ", "").replace(" ignored", ""))
+    return options
 
 
 class UsageError(Exception):
@@ -116,9 +98,11 @@ def _offset(doc, line: int, col: int) -> int:
 
 
 def run_oneshot(command: str, argv: Sequence[str]) -> int:
-    args = oneshot_parser(command).parse_args(argv)
+    """`coda-lsp complete|fill`: the server's four stages (coda_lsp.pipeline) on one file, without a server."""
+    parser = oneshot_parser(command)
+    args = parser.parse_args(argv)
+    options = options_from(args, parser)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="coda-lsp: %(message)s")
-    from coda_lsp.context import build_context
     from coda_lsp.documents import Document
     try:
         path, start, end = parse_where(args.where, command == "fill")
@@ -134,9 +118,8 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
     except UsageError as exc:
         print(f"coda-lsp {command}: {exc}", file=sys.stderr)
         return 2
-    options = options_from(args)
-    from coda_lsp.service import InfillJob, ModelUnavailable, clean_items, load_engine, CompletionService
-    svc = CompletionService(options)
+    from coda_lsp.loading import ModelUnavailable, load_engine
+    from coda_lsp.pipeline import run_once
     t0 = time.perf_counter()
     try:
         print(f"coda-lsp: loading {options.model_path or 'the default model'} ...", file=sys.stderr)
@@ -147,18 +130,20 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
     except Exception as exc:   # ModelLoadError and friends carry their own fix
         print(f"coda-lsp {command}: model not loaded: {exc}", file=sys.stderr)
         return 2
-    ctx = build_context(doc, a, b, cfg=svc.context_config())
-    print(f"coda-lsp: {lm.path.name} on {lm.device} ({lm.dtype}) loaded in {lm.load_s:.1f}s; "
-          f"{ctx.kind} hole, {ctx.length} tokens", file=sys.stderr)
-    job = InfillJob(lm, ctx, options, 1, options.context_tokens)
+    print(f"coda-lsp: {lm.path.name} on {lm.device} ({lm.dtype}) loaded in {lm.load_s:.1f}s", file=sys.stderr)
+
+    def show(partial) -> None:
+        text, step, steps, masked, _done = partial
+        shown = text.replace("\n", "\\n")
+        print(f"step {step:>3}/{steps} masked {masked:>3} | {shown}", file=sys.stderr)
+
     t1 = time.perf_counter()
-    while not job.done:
-        partial, step, steps, masked, done = job.step()
-        if args.show_steps:
-            shown = partial.replace("\n", "\\n")
-            print(f"step {step:>3}/{steps} masked {masked:>3} | {shown}", file=sys.stderr)
-    items = clean_items(job.texts(), ctx)
-    print(f"coda-lsp: {job.num_steps} steps in {time.perf_counter() - t1:.2f}s "
+    try:
+        ctx, items = run_once(lm, doc, a, b, options, on_step=show if args.show_steps else None)
+    except ValueError as exc:
+        print(f"coda-lsp {command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"coda-lsp: {ctx.kind} hole of {ctx.length} tokens decoded in {time.perf_counter() - t1:.2f}s "
           f"(total {time.perf_counter() - t0:.2f}s)", file=sys.stderr)
     if not items:
         print("coda-lsp: the model produced nothing usable here", file=sys.stderr)
@@ -193,10 +178,12 @@ def setup_logging(log_file: Optional[str], level: str) -> None:
 
 
 def serve(argv: Sequence[str]) -> int:
-    args = server_parser().parse_args(argv)
+    parser = server_parser()
+    args = parser.parse_args(argv)
+    options = options_from(args, parser)
     setup_logging(args.log_file, args.log_level)
     from coda_lsp.server import build_server
-    server = build_server(options_from(args))
+    server = build_server(options)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         try:

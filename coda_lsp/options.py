@@ -1,18 +1,23 @@
-"""Server settings: one dataclass, parsed leniently from `initializationOptions` / didChangeConfiguration.
+"""Server settings: `ServerOptions`, and `SETTINGS`, the one table that maps every spelling of a setting.
 
-The editor clients send exactly these camelCase keys: modelPath, device, dtype, steps, maxTokens,
-algorithm, temperature, threshold, cache, blockLength, debounceMs, contextTokens, enabledLanguages, streaming, speculate,
-threads. A bad value never stops the server: it keeps the previous value and the problem is reported as
-one warning line (shown to the user by the server).
+camelCase on the wire (`initializationOptions`, `workspace/didChangeConfiguration`), snake_case in
+Python, `--kebab-case` on the command line: each row of `SETTINGS` names the wire key, the field it
+sets and how a raw value is converted; the CLI flags, the lenient LSP parsing and the editors' setting
+lists are derived from it (tests/test_settings.py checks the editors against it). Decode settings live
+in `ServerOptions.decode`, a `coda_model.DecodeConfig` whose defaults are `DecodeConfig.editor()`:
+neither this module nor the editors restate them.
+
+A bad value never stops the server: it keeps the previous value and the problem is reported as one
+warning line (shown to the user by the server). The command line turns the same warning into an error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
 
-ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-CACHES = ("none", "prefix", "dual")
+from coda_model.decode_config import ALGORITHMS, CACHE_KINDS, DecodeConfig
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
@@ -22,13 +27,8 @@ class ServerOptions:
     model_path: Optional[str] = None     # CoDA directory; None = the embedded default model
     device: str = "auto"                 # auto | cpu | cuda | mps
     dtype: str = "auto"                  # auto | float32 | bfloat16 (never float16 on CPU: the loader decides)
-    steps: int = 16                      # max denoise steps per hole
+    decode: DecodeConfig = field(default_factory=DecodeConfig.editor)   # how a hole is denoised
     max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(24, this)
-    algorithm: str = "entropy"           # which positions to unmask first
-    temperature: float = 0.0             # 0 = greedy
-    threshold: Optional[float] = 0.9     # confidence-threshold parallel decoding (None = fixed schedule only)
-    cache: str = "dual"                  # none (exact) | prefix | dual: context K/V reused within a block
-    block_length: int = 8                # with a cache: decode the hole in blocks of this many tokens, left to right
     debounce_ms: int = 75                # wait after an automatic trigger before running the model
     context_tokens: int = 1024           # budget for prefix + suffix + extra context
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
@@ -39,8 +39,13 @@ class ServerOptions:
     def language_enabled(self, language: str) -> bool:
         return self.enabled_languages is None or language in self.enabled_languages or "*" in self.enabled_languages
 
+    def get(self, name: str) -> Any:
+        """A field by its `SETTINGS` name: 'max_tokens' or 'decode.block_length'."""
+        head, _, tail = name.partition(".")
+        return getattr(self.decode, tail) if head == "decode" else getattr(self, head)
 
-# camelCase key -> (field, converter returning the value or raising ValueError)
+
+# ---------------------------------------------------------------------------------------- converters
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or int(v) != float(v) or int(v) < 1:
         raise ValueError("expected a positive integer")
@@ -48,12 +53,12 @@ def _positive_int(v: Any) -> int:
 
 
 def _non_negative_int(v: Any) -> int:
-    if isinstance(v, bool) or int(v) < 0:
+    if isinstance(v, bool) or int(v) != float(v) or int(v) < 0:
         raise ValueError("expected an integer >= 0")
     return int(v)
 
 
-def _choice(options: tuple[str, ...]):
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def conv(v: Any) -> str:
         if not isinstance(v, str) or v.lower() not in options:
             raise ValueError(f"expected one of {', '.join(options)}")
@@ -61,32 +66,18 @@ def _choice(options: tuple[str, ...]):
     return conv
 
 
-def _temperature(v: Any) -> float:
-    if isinstance(v, bool) or float(v) < 0:
-        raise ValueError("expected a number >= 0")
-    return float(v)
-
-
-def _threshold(v: Any) -> Optional[float]:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not 0 < float(v) <= 1:
-        raise ValueError("expected a number in (0, 1] or null")
-    return float(v)
-
-
-def _threads(v: Any) -> Optional[int]:
-    return None if v is None else _positive_int(v)
+def _optional(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None or (isinstance(v, str) and v.lower() in ("none", "null")) else conv(v)
 
 
 def _languages(v: Any) -> Optional[tuple[str, ...]]:
     if v is None:
         return None
     if isinstance(v, str):
-        v = [v]
+        v = v.split(",")
     if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
         raise ValueError("expected a list of language ids")
-    return tuple(x.lower() for x in v)
+    return tuple(x.strip().lower() for x in v)
 
 
 def _path(v: Any) -> Optional[str]:
@@ -98,22 +89,72 @@ def _path(v: Any) -> Optional[str]:
 
 
 def _bool(v: Any) -> bool:
+    if isinstance(v, str) and v.lower() in ("true", "false", "on", "off"):
+        return v.lower() in ("true", "on")
     if not isinstance(v, bool):
         raise ValueError("expected true or false")
     return v
 
 
-KEYS = {
-    "modelPath": ("model_path", _path), "device": ("device", _choice(DEVICES)), "dtype": ("dtype", _choice(DTYPES)),
-    "steps": ("steps", _positive_int), "maxTokens": ("max_tokens", _positive_int),
-    "algorithm": ("algorithm", _choice(ALGORITHMS)), "temperature": ("temperature", _temperature),
-    "threshold": ("threshold", _threshold), "debounceMs": ("debounce_ms", _non_negative_int),
-    "contextTokens": ("context_tokens", _positive_int), "enabledLanguages": ("enabled_languages", _languages),
-    "streaming": ("streaming", _bool), "cache": ("cache", _choice(CACHES)), "speculate": ("speculate", _bool),
-    "blockLength": ("block_length", _positive_int),
-    "threads": ("threads", _threads),
-}
-assert {f for f, _ in KEYS.values()} == {f.name for f in fields(ServerOptions)}
+# ---------------------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Setting:
+    wire: str                                # camelCase key editors send
+    name: str                                # ServerOptions field, or "decode.<DecodeConfig field>"
+    help: str
+    parse: Optional[Callable[[Any], Any]] = None   # raw -> value (ValueError = reason); decode.* use DecodeConfig
+    flag: Optional[str] = None               # command-line flag; None = --kebab-case of `wire`; "" = no flag
+
+    @property
+    def cli_flag(self) -> str:
+        if self.flag is not None:
+            return self.flag
+        return "--" + "".join("-" + c.lower() if c.isupper() else c for c in self.wire)
+
+    @property
+    def is_decode(self) -> bool:
+        return self.name.startswith("decode.")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("modelPath", "model_path", "CoDA model directory (default: the embedded default model)", _path,
+            flag="--model"),
+    Setting("device", "device", f"{' | '.join(DEVICES)}", _choice(DEVICES)),
+    Setting("dtype", "dtype", "auto | float32 | bfloat16 (fp16 is never used on a CPU)", _choice(DTYPES)),
+    Setting("steps", "decode.steps", "max denoise steps per hole"),
+    Setting("maxTokens", "max_tokens", "length budget of a block hole (line holes use min(24, this))", _positive_int),
+    Setting("algorithm", "decode.alg", f"unmasking order: {' | '.join(ALGORITHMS)}"),
+    Setting("temperature", "decode.temperature", "sampling temperature (0 = greedy)"),
+    Setting("threshold", "decode.threshold", "reveal every token at least this confident per step; 'none' = the "
+                                              "fixed schedule only"),
+    Setting("cache", "decode.cache", f"context K/V reuse within a block: {' | '.join(CACHE_KINDS)} (none = exact)"),
+    Setting("blockLength", "decode.block_length", "with a cache, decode left to right in blocks of this many tokens"),
+    Setting("debounceMs", "debounce_ms", "wait after an automatic trigger before running the model",
+            _non_negative_int),
+    Setting("contextTokens", "context_tokens", "token budget for prefix + suffix + other files' snippets",
+            _positive_int),
+    Setting("enabledLanguages", "enabled_languages", "language ids to complete (comma-separated); default all",
+            _languages),
+    Setting("streaming", "streaming", "send coda/partialCompletion at every denoise step", _bool, flag=""),
+    Setting("speculate", "speculate", "compute the completion after accepting the current one, before Tab",
+            _bool, flag=""),
+    Setting("threads", "threads", "CPU threads for the model (default: OMP_NUM_THREADS, else half the cores, so "
+                                  "a busy core does not stall every step)", _optional(_positive_int)),
+)
+BY_WIRE = {s.wire: s for s in SETTINGS}
+
+
+def wire_defaults(options: Optional[ServerOptions] = None) -> dict[str, Any]:
+    """{wireKey: value} of every setting (the server's defaults unless `options` is given)."""
+    o = options or ServerOptions()
+    return {s.wire: o.get(s.name) for s in SETTINGS}
+
+
+def _apply(options: ServerOptions, setting: Setting, raw: Any) -> ServerOptions:
+    if setting.is_decode:
+        return replace(options, decode=options.decode.with_field(setting.name.split(".", 1)[1], raw))
+    assert setting.parse is not None, setting
+    return replace(options, **{setting.name: setting.parse(raw)})
 
 
 def merge_options(base: ServerOptions, raw: Any) -> tuple[ServerOptions, list[str]]:
@@ -124,15 +165,14 @@ def merge_options(base: ServerOptions, raw: Any) -> tuple[ServerOptions, list[st
         raw = raw["coda"]
     if not isinstance(raw, dict):
         return base, [f"coda settings must be an object, got {type(raw).__name__}: ignored"]
-    changes: dict[str, Any] = {}
-    warnings: list[str] = []
+    options, warnings = base, []
     for key, value in raw.items():
-        if key not in KEYS:
-            warnings.append(f"unknown coda setting {key!r} ignored (known: {', '.join(KEYS)})")
+        setting = BY_WIRE.get(key)
+        if setting is None:
+            warnings.append(f"unknown coda setting {key!r} ignored (known: {', '.join(BY_WIRE)})")
             continue
-        name, conv = KEYS[key]
         try:
-            changes[name] = conv(value)
+            options = _apply(options, setting, value)
         except (TypeError, ValueError) as exc:
             warnings.append(f"coda setting {key}={value!r} ignored: {exc}")
-    return replace(base, **changes), warnings
+    return options, warnings

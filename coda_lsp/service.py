@@ -1,216 +1,53 @@
-"""The completion service: documents + context + scheduler + engine + post-processing, no LSP types.
+"""The completion service: runs requests through the pipeline with scheduling and caches; no LSP types.
 
-`CompletionService` is what the protocol handlers call. It owns the open documents, the model
-(loaded in the background: `load()`), the scheduler and the caches, and turns "complete at this
-position" / "fill this range" into items (text + replace range) and per-step `PartialEvent`s.
+`CompletionService` is what the protocol handlers call. It owns the open documents, the loaded
+model, the scheduler and the caches, and turns "complete at this position" / "fill this range" into
+items (text + replace range) and per-step `PartialEvent`s, by calling the four stages of
+`coda_lsp.pipeline` (should_complete -> build_context -> infer -> postprocess). Every request gets
+an id that is in each of its log lines and partial notifications.
+
 After each completion it speculates, as llama.vim and Tabby do: it computes in the background the
 completion that follows accepting the first item, so the request that comes after Tab is answered
 from the result cache (or joins the speculation still running) instead of waiting for the model.
-torch and the engine are imported only inside `load_engine`, on the worker thread, so the server
-answers `initialize` before torch is even imported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
-from coda_model import default_model_path
-
-from coda_lsp.context import CompletionContext, ContextConfig, build_context
-from coda_lsp.documents import Document, DocumentStore, Pos
-from coda_lsp.options import ServerOptions
-from coda_lsp.postprocess import PostContext, postprocess, unify_newlines
+from coda_lsp import pipeline
 from coda_lsp.cache_limits import CacheLimits, CacheSet
+from coda_lsp.context import CompletionContext
+from coda_lsp.documents import Document, DocumentStore, Pos
+from coda_lsp.loading import LoadedEngine, load_engine, set_cpu_threads
+from coda_lsp.options import ServerOptions, merge_options
+from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, Speculations, TypeThroughCache
 
 log = logging.getLogger(__name__)
-
-
-class ModelUnavailable(Exception):
-    """No model can be loaded; the message says what to pass."""
-
-
-def default_model_dir() -> Path:
-    return default_model_path()
-
-
-def resolve_model_path(path: Optional[str]) -> Path:
-    """The model directory to load: `path`, else the embedded default model (which may be missing)."""
-    if path:
-        p = Path(path).expanduser()
-        if not p.is_dir():   # checked before importing torch: a typo costs no start-up time
-            raise ModelUnavailable(f"model directory {p} does not exist: pass --model PATH (or "
-                                   "initializationOptions.modelPath) to a CoDA model directory")
-        return p
-    default = default_model_dir()
-    if not (default / "config.json").is_file():
-        raise ModelUnavailable(f"no embedded default model in this install ({default} is empty): "
-                               "pass --model PATH (or initializationOptions.modelPath) to a CoDA model directory")
-    return default
+MODEL_FIELDS = ("model_path", "device", "dtype")   # a change of these reloads the model
+OnPartial = Optional[Callable[[PartialEvent], None]]
 
 
 @dataclass
-class LoadedEngine:
-    engine: Any                 # coda_model.engine.Engine
-    tokenizer: Any              # coda_model.tokenizer.CodaTokenizer
-    path: Path
-    device: str
-    dtype: str
-    load_s: float
-
-
-def cpu_threads(requested: Optional[int]) -> int:
-    """Threads for the model's CPU ops: the setting, else OMP_NUM_THREADS, else half the cores.
-
-    Why not every core (torch's default): an op split over all cores waits for its slowest thread, so a
-    single core busy with anything else (a build, the browser, a test run) stalls every denoising step.
-    Measured on a 2-core machine with one core busy: 16 steps of the default model took 0.24 s with one
-    thread and 5.0 s with two. On an idle machine, two threads were only 1.5x faster than one."""
-    if requested:
-        return requested
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-def set_cpu_threads(requested: Optional[int]) -> int:
-    """Give torch `cpu_threads(requested)`; call it on the worker thread that decodes."""
-    import torch
-    threads = cpu_threads(requested)
-    torch.set_num_threads(threads)
-    return threads
-
-
-def load_engine(options: ServerOptions) -> LoadedEngine:
-    """Blocking: import torch + the engine and load the model (run it on the worker thread that decodes)."""
-    path = resolve_model_path(options.model_path)
-    t0 = time.perf_counter()
-    set_cpu_threads(options.threads)
-    from coda_model.checkpoint import load_model
-    from coda_model.engine import Engine
-    loaded = load_model(path, device=options.device, dtype=options.dtype)
-    return LoadedEngine(Engine(loaded), loaded.tokenizer, path, str(loaded.device),
-                        str(loaded.dtype).replace("torch.", ""), time.perf_counter() - t0)
+class FillOutcome:
+    """What `fill_selection` decided: an edit to apply, or why there is none (and whether to tell the user)."""
+    text: Optional[str] = None
+    start: Optional[Pos] = None
+    end: Optional[Pos] = None
+    reason: str = ""
+    notify: bool = False
 
 
 @dataclass
-class PartialEvent:
-    """One denoise step of one request, ready to be sent as coda/partialCompletion."""
-    uri: str
-    version: int
-    start: Pos
-    end: Pos
-    text: str
-    step: int
-    steps: int
-    masked_count: int
-    done: bool
-
-
-@dataclass
-class CompletionResult:
-    uri: str
-    version: int
-    start: Pos                  # replace range of every item
-    end: Pos
-    items: list[str]
-    source: str = "model"       # "model" | "type-through" | "cache" | "speculation" (joined a speculative run)
-    kind: str = "line"
-    model_s: float = 0.0        # time spent in model steps (for the overhead benchmark)
-    total_s: float = 0.0
-    context_s: float = 0.0      # building the context (on the event loop)
-    prepare_s: float = 0.0      # tokenizing and trimming (on the worker)
-    post_s: float = 0.0         # decoding the candidates and post-processing
-    cpu_s: float = 0.0          # CPU time of the non-model work (event-loop thread + worker preparation)
-
-
-class InfillJob:
-    """One hole on the engine: tokenize, then one `engine.infill` step per `step()` call (blocking)."""
-
-    def __init__(self, lm: LoadedEngine, ctx: CompletionContext, options: ServerOptions, num_candidates: int = 1,
-                 budget: int = 1024) -> None:
-        t0, c0 = time.perf_counter(), time.thread_time()
-        from coda_model.engine import DecodeConfig
-        tok = lm.tokenizer
-        extra = tok.encode(ctx.extra) if ctx.extra else []
-        prefix, suffix = tok.encode(ctx.prefix), tok.encode(ctx.suffix)
-        over = len(extra) + len(prefix) + len(suffix) - budget   # the char estimate was short: trim far ends
-        if over > 0:
-            cut = min(over, len(extra)); extra = extra[cut:]; over -= cut
-            keep_pre = max(0, len(prefix) - (over + 1) // 2 - max(0, (over + 1) // 2 - len(suffix)))
-            prefix = prefix[len(prefix) - keep_pre:]
-            over = len(extra) + len(prefix) + len(suffix) - budget
-            if over > 0:
-                suffix = suffix[: max(0, len(suffix) - over)]
-        self.lm, self.ctx, self.num_candidates = lm, ctx, num_candidates
-        temperature = options.temperature if num_candidates == 1 else max(options.temperature, 0.7)
-        self.config = DecodeConfig(steps=max(1, min(options.steps, ctx.length)), alg=options.algorithm,
-                                   temperature=temperature, threshold=options.threshold, seed=0,
-                                   cache=options.cache, block_length=options.block_length if options.cache != "none" else None)
-        self.prompt_ids, self.suffix_ids = extra + prefix, suffix
-        self._it = None
-        self.state = None
-        self.done = False
-        self.num_steps = 0
-        self.model_s = 0.0
-        self.prepare_s = time.perf_counter() - t0
-        self.prepare_cpu_s = time.thread_time() - c0
-
-    def step(self) -> tuple[str, int, int, int, bool]:
-        """(partial text, step, steps, masked count, done) after one more denoise step."""
-        t0 = time.perf_counter()
-        if self._it is None:
-            self._it = iter(self.lm.engine.infill(self.prompt_ids, self.suffix_ids, length=self.ctx.length,
-                                                  config=self.config, num_candidates=self.num_candidates))
-        try:
-            self.state = next(self._it)
-            self.num_steps += 1
-            self.done = bool(self.state.done)
-        except StopIteration:
-            self.done = True
-        self.model_s += time.perf_counter() - t0
-        if self.state is None:
-            return "", 0, 0, 0, True
-        text = self.lm.engine.hole_text(self.state, 0, partial=not self.done)
-        masked = int(self.state.masked[0].sum())
-        return text, self.num_steps, max(int(self.state.steps), self.num_steps), masked, self.done
-
-    def texts(self) -> list[str]:
-        if self.state is None:
-            return []
-        return [self.lm.engine.hole_text(self.state, c) for c in range(self.num_candidates)]
-
-
-def post_context(ctx: CompletionContext) -> PostContext:
-    # a replaced rest-of-line (closers) still counts as what follows the hole: it is re-appended below
-    line_suffix = ctx.replaced + ctx.line_suffix if ctx.kind == "line" else ctx.line_suffix
-    return PostContext(kind=ctx.kind, line_prefix=ctx.line_prefix, line_suffix=line_suffix, suffix=ctx.suffix,
-                       indent=ctx.indent, indent_unit=ctx.indent_unit)
-
-
-def clean_items(texts: list[str], ctx: CompletionContext) -> list[str]:
-    """Post-process every candidate, drop empty ones and duplicates (order kept).
-
-    For a line hole whose range covers closers at the end of the line, the item keeps those closers
-    (the post-processing already removed the ones the model repeated), so accepting never loses them.
-    """
-    pctx, out = post_context(ctx), []
-    for text in texts:
-        cleaned = postprocess(text, pctx)
-        if cleaned is None:
-            continue
-        if ctx.kind == "line" and ctx.replaced:
-            cleaned += ctx.replaced
-        if cleaned not in out:
-            out.append(cleaned)
-    return out
+class Reconfigured:
+    warnings: list[str]
+    reload: bool
 
 
 @dataclass
@@ -223,6 +60,7 @@ class CompletionService:
     state: str = "loading"                  # loading | ready | error
     message: str = ""
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         lim = self.limits
@@ -231,18 +69,15 @@ class CompletionService:
         self.speculations = Speculations(lim.speculations)   # by result key
         self.caches = CacheSet(type_through=self.type_cache, result=self.result_cache, speculations=self.speculations)
 
-    def close(self, uri: str) -> None:
-        """didClose: the document and everything kept for it (cache entries, speculations, requests) go."""
-        self.docs.close(uri)
-        self.caches.drop(uri)
-        self.scheduler.forget([uri, f"fill:{uri}", f"speculate:{uri}"])
-
     def stats(self) -> dict[str, Any]:
         """Sizes against bounds, for `coda/stats`."""
         return {"caches": self.caches.stats(), "documents": self.docs.stats(),
                 "in_flight": {"tickets": len(self.scheduler), "background_tasks": len(self.background)}}
 
-    # --- model ---------------------------------------------------------------------------------------
+    def next_id(self, kind: str = "c") -> str:
+        return f"{kind}{next(self._ids)}"
+
+    # --- model and settings ----------------------------------------------------------------------------
     async def load(self) -> None:
         """Load the model on the worker thread; sets `state`/`message` (never raises)."""
         self.state, self.message = "loading", f"loading {self.options.model_path or 'the default model'}"
@@ -257,46 +92,62 @@ class CompletionService:
         self.state, self.message = "ready", f"model {m.path.name} on {m.device} ({m.dtype}), loaded in {m.load_s:.1f}s"
         log.info("%s", self.message)
 
+    def reconfigure(self, raw: Any) -> Reconfigured:
+        """Apply workspace/didChangeConfiguration settings: caches cleared, threads applied live,
+        `reload` when the model itself changed (the caller starts the load, with its progress)."""
+        old = self.options
+        self.options, warnings = merge_options(old, raw)
+        self.result_cache.clear()
+        self.type_cache.clear()
+        reload = any(getattr(old, k) != getattr(self.options, k) for k in MODEL_FIELDS)
+        if reload:
+            log.info("model settings changed: reloading")
+            self.model = None
+        elif self.options.threads != old.threads and self.model is not None:
+            self.apply_threads()   # a load in progress reads the new value itself
+        return Reconfigured(warnings, reload)
+
     def apply_threads(self) -> None:
         """A changed `threads` setting takes effect on the worker thread, without reloading the model."""
-        task = asyncio.get_running_loop().create_task(self.scheduler.call(set_cpu_threads, self.options.threads))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self._background(self.scheduler.call(set_cpu_threads, self.options.threads))
 
     @property
     def ready(self) -> bool:
         return self.model is not None and self.state == "ready"
 
-    def context_config(self, opts: Optional[ServerOptions] = None) -> ContextConfig:
-        o = opts or self.options
-        return ContextConfig(context_tokens=o.context_tokens, max_tokens=o.max_tokens,
-                             line_tokens=min(24, o.max_tokens))
-
     def context(self, doc: Document, start: int, end: Optional[int] = None) -> CompletionContext:
-        return build_context(doc, start, end, others=self.docs.others(doc.uri, doc.language),
-                             cfg=self.context_config())
+        return pipeline.build_context(doc, start, end, self.options, self.docs.others(doc.uri, doc.language))
 
-    # --- requests ------------------------------------------------------------------------------------
+    def close(self, uri: str) -> None:
+        """didClose: the document and everything kept for it (cache entries, speculations, requests) go."""
+        self.docs.close(uri)
+        self.caches.drop(uri)
+        self.scheduler.forget([uri, f"fill:{uri}", f"speculate:{uri}"])
+
+    # --- requests --------------------------------------------------------------------------------------
     async def complete(self, uri: str, pos: Pos, *, invoked: bool = False,
-                       on_partial: Optional[Callable[[PartialEvent], None]] = None) -> Optional[CompletionResult]:
+                       on_partial: OnPartial = None) -> Optional[CompletionResult]:
         """Items for the hole at `pos`, or None (not ready, unknown document, superseded, nothing useful)."""
         t0, c0 = time.perf_counter(), time.thread_time()
+        rid = self.next_id()
         doc = self.docs.get(uri)
-        if doc is None or doc.binary or not self.options.language_enabled(doc.language):
+        reason = pipeline.should_complete(doc, self.options)
+        if reason is not None:
+            log.debug("[%s] %s: no completion (%s)", rid, uri, reason)
             return None
         cursor = doc.offset_at(pos)
         hit = self.type_cache.get(uri, doc.text, cursor)
         if hit is not None:
             items, replace_len = hit
-            return CompletionResult(uri, doc.version, doc.position_at(cursor),
-                                    doc.position_at(min(len(doc.text), cursor + replace_len)), items[:3 if invoked else 1],
-                                    source="type-through", total_s=time.perf_counter() - t0)
+            end = doc.position_at(min(len(doc.text), cursor + replace_len))
+            return CompletionResult(uri, doc.version, doc.position_at(cursor), end, items[:3 if invoked else 1],
+                                    source="type-through", request_id=rid, total_s=time.perf_counter() - t0)
         if not self.ready:
             return None
         t1 = time.perf_counter()
         ctx = self.context(doc, cursor)
         context_s = time.perf_counter() - t1
-        result = await self._run(doc, ctx, num_candidates=3 if invoked else 1,
+        result = await self._run(doc, ctx, rid, num_candidates=3 if invoked else 1,
                                  debounce_ms=0 if invoked else self.options.debounce_ms, on_partial=on_partial)
         if result is not None:
             self.type_cache.put(uri, doc.text, ctx.start, ctx.end, result.items)
@@ -304,13 +155,10 @@ class CompletionService:
             result.context_s = context_s
             result.cpu_s += time.thread_time() - c0
             if result.items and self.options.speculate:
-                task = asyncio.ensure_future(self._speculate(doc, result.version, ctx, result.items[0]))
-                self.background.add(task)
-                task.add_done_callback(self.background.discard)
+                self._background(self._speculate(doc, result.version, ctx, result.items[0]))
         return result
 
-    async def fill(self, uri: str, start: Pos, end: Pos, *,
-                   on_partial: Optional[Callable[[PartialEvent], None]] = None) -> Optional[CompletionResult]:
+    async def fill(self, uri: str, start: Pos, end: Pos, *, on_partial: OnPartial = None) -> Optional[CompletionResult]:
         """The rewrite of the range [start, end) (a selection), or None."""
         doc = self.docs.get(uri)
         if doc is None or doc.binary or not self.ready:
@@ -319,66 +167,75 @@ class CompletionService:
         if a == b:
             return await self.complete(uri, start, invoked=True, on_partial=on_partial)
         ctx = self.context(doc, a, b)
-        return await self._run(doc, ctx, num_candidates=1, debounce_ms=0, on_partial=on_partial, key=f"fill:{uri}")
+        return await self._run(doc, ctx, self.next_id("f"), num_candidates=1, debounce_ms=0, on_partial=on_partial,
+                               key=f"fill:{uri}")
 
-    async def _run(self, doc: Document, ctx: CompletionContext, *, num_candidates: int, debounce_ms: int,
-                   on_partial: Optional[Callable[[PartialEvent], None]], key: Optional[str] = None
-                   ) -> Optional[CompletionResult]:
+    async def fill_selection(self, uri: str, start: Pos, end: Pos, *, on_partial: OnPartial = None) -> FillOutcome:
+        """`fill`, plus the rules for applying it: nothing when the document changed while filling."""
+        doc = self.docs.get(uri)
+        if doc is None:
+            return FillOutcome(reason=f"{uri} is not open")
+        if not self.ready:
+            return FillOutcome(reason=f"model not ready ({self.state}: {self.message})")
+        version = doc.version
+        result = await self.fill(uri, start, end, on_partial=on_partial)
+        current = self.docs.get(uri)
+        if current is None or current.version != version:
+            return FillOutcome(reason="document changed while filling", notify=True)
+        if result is None or not result.items:
+            return FillOutcome(reason="no fill (superseded or empty)")
+        return FillOutcome(text=result.items[0], start=result.start, end=result.end)
+
+    async def _run(self, doc: Document, ctx: CompletionContext, rid: str, *, num_candidates: int, debounce_ms: int,
+                   on_partial: OnPartial, key: Optional[str] = None) -> Optional[CompletionResult]:
+        """Stages 3 and 4 for one request: from the result cache, a speculation in flight, or the model."""
         uri, version = doc.uri, doc.version
         start, end = doc.position_at(ctx.start), doc.position_at(ctx.end)
         ticket = self.scheduler.ticket(key or uri)
-        lm = self.model
-        budget = self.options.context_tokens
-
-        def make_job() -> InfillJob:
-            return InfillJob(lm, ctx, self.options, num_candidates, budget)
-
-        def on_step(p: tuple[str, int, int, int, bool]) -> None:
-            if on_partial is not None and not p[4]:
-                text = unify_newlines(p[0])
-                text = text.split("\n", 1)[0] if ctx.single_line else text
-                on_partial(PartialEvent(uri, version, start, end, text, p[1], p[2], p[3], False))
-
-        cache_key = self._result_key(ctx, num_candidates)
-        texts = self.result_cache.get(cache_key)
-        job: Optional[InfillJob] = None
-        source = "cache"
+        request = pipeline.infer_request(ctx, self.options, num_candidates, rid)
+        cache_key = request.cache_key()
+        texts, source, job = self.result_cache.get(cache_key), "cache", None
         joinable = self.speculations.joinable(cache_key) if texts is None else None
         if joinable is not None:   # computed ahead for exactly this hole: join it
-            texts = await asyncio.shield(joinable)
-            source = "speculation"
+            texts, source = await asyncio.shield(joinable), "speculation"
             if ticket.stale:
                 return None
         if texts is not None:
             self.scheduler.release(ticket)
         if texts is None:
-            self.scheduler.supersede(f"speculate:{uri}")   # a real request goes first
-            def stale() -> bool:   # the document changed or closed: this hole no longer exists
-                current = self.docs.get(uri)
-                return current is None or current.version != version
-            job = await self.scheduler.run(ticket, make_job, on_step, debounce_ms, abort=stale)
+            job = await self._decode(request, ticket, debounce_ms, ctx, (uri, version, start, end), on_partial)
             if job is None:
                 return None
-            t_post = time.perf_counter()
-            texts = job.texts()
+            texts, source = job.texts(), "model"
             self.result_cache.put(cache_key, texts, uri)
-        else:
-            t_post = time.perf_counter()
-        items = clean_items(texts, ctx)
+        t_post = time.perf_counter()
+        items = pipeline.postprocess(texts, ctx)
         post_s = time.perf_counter() - t_post
+        steps = job.num_steps if job else 0
         if on_partial is not None:
-            steps = job.num_steps if job else 0
-            on_partial(PartialEvent(uri, version, start, end, items[0] if items else "", steps, steps, 0, True))
-        return CompletionResult(uri, version, start, end, items, source="model" if job else source, kind=ctx.kind,
+            on_partial(PartialEvent(uri, version, start, end, items[0] if items else "", steps, steps, 0, True, rid))
+        log.debug("[%s] %s %s hole: %d item(s) from %s after %d steps", rid, uri, ctx.kind, len(items), source, steps)
+        return CompletionResult(uri, version, start, end, items, source=source, kind=ctx.kind, request_id=rid,
                                 model_s=job.model_s if job else 0.0, prepare_s=job.prepare_s if job else 0.0,
                                 post_s=post_s, cpu_s=job.prepare_cpu_s if job else 0.0)
 
-    def _result_key(self, ctx: CompletionContext, num_candidates: int) -> str:
-        """The exact model input and decode settings: equal keys give equal items."""
-        o = self.options
-        return ResultCache.key(ctx.extra, ctx.prefix, ctx.suffix, ctx.kind, ctx.length, num_candidates,
-                               o.model_path, o.steps, o.algorithm, o.temperature, o.threshold, o.cache, o.block_length,
-                               o.context_tokens)
+    async def _decode(self, request: InferRequest, ticket, debounce_ms: int, ctx: CompletionContext,
+                      where: tuple[str, int, Pos, Pos], on_partial: OnPartial) -> Optional[pipeline.InfillJob]:
+        """Stage 3 on the worker, one step at a time: None when superseded or the document moved on."""
+        uri, version, start, end = where
+        self.scheduler.supersede(f"speculate:{uri}")   # a real request goes first
+        lm = self.model
+
+        def on_step(p: pipeline.Partial) -> None:
+            if on_partial is not None and not p[4]:
+                on_partial(PartialEvent(uri, version, start, end, pipeline.partial_text(p[0], ctx), p[1], p[2], p[3],
+                                        False, request.request_id))
+
+        def stale() -> bool:   # the document changed or closed: this hole no longer exists
+            current = self.docs.get(uri)
+            return current is None or current.version != version
+
+        return await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), on_step, debounce_ms, abort=stale)
 
     async def _speculate(self, doc: Document, version: int, ctx: CompletionContext, item: str) -> None:
         """Compute, on the idle worker, the completion at the end of `item` in the text where it was accepted.
@@ -394,15 +251,16 @@ class CompletionService:
             return
         seen = doc.text
         accepted = doc.fork(ctx.start, ctx.end, item)
-        spec_ctx = self.context(accepted, ctx.start + len(item))
-        key = self._result_key(spec_ctx, 1)
+        request = pipeline.infer_request(self.context(accepted, ctx.start + len(item)), self.options, 1,
+                                         self.next_id("s"))
+        key = request.cache_key()
         if self.result_cache.get(key) is not None:
             return
         done = self.speculations.start(key, uri, 2 * len(accepted.text))
         if done is None:   # already running, or as many runs as the bound allows
             return
         ticket = self.scheduler.ticket(f"speculate:{uri}")
-        lm, opts = self.model, self.options
+        lm = self.model
 
         def diverged() -> bool:
             current = self.docs.get(uri)
@@ -410,16 +268,22 @@ class CompletionService:
 
         texts = None
         try:
-            job = await self.scheduler.run(ticket, lambda: InfillJob(lm, spec_ctx, opts, 1, opts.context_tokens),
-                                           lambda _partial: None, 0, abort=diverged, background=True)
+            job = await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), lambda _partial: None, 0,
+                                           abort=diverged, background=True)
             if job is not None:
                 texts = job.texts()
                 self.result_cache.put(key, texts, uri)
-                log.debug("speculated the completion after accepting %r: %r", item[:40], texts[:1])
+                log.debug("[%s] speculated the completion after accepting %r: %r", request.request_id, item[:40],
+                          texts[:1])
         except Exception:   # a background run never surfaces; the real request computes it again
-            log.exception("speculative completion failed")
+            log.exception("[%s] speculative completion failed", request.request_id)
         finally:
             self.speculations.finish(key, texts)
+
+    def _background(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def shutdown(self) -> None:
         self.scheduler.shutdown()

@@ -1,6 +1,6 @@
 """Wire format of the custom notifications (camelCase, exactly what the editor clients read).
 
-`coda/partialCompletion` {uri, version, range, text, step, steps, maskedCount, done}: one per denoise
+`coda/partialCompletion` {uri, version, range, text, step, steps, maskedCount, done, requestId}: one per denoise
 step while a request runs (when `initializationOptions.streaming` is true), the last one with
 `done: true`, all before the request's response. `text` is the hole so far with still-masked spans
 left out.
@@ -25,10 +25,10 @@ def lsp_range(start: Pos, end: Pos) -> dict[str, Any]:
 
 
 def partial_params(event) -> dict[str, Any]:
-    """`coda/partialCompletion` params for a `service.PartialEvent`."""
+    """`coda/partialCompletion` params for a `pipeline.PartialEvent`."""
     return {"uri": event.uri, "version": event.version, "range": lsp_range(event.start, event.end),
             "text": event.text, "step": event.step, "steps": event.steps, "maskedCount": event.masked_count,
-            "done": event.done}
+            "done": event.done, "requestId": event.request_id}
 
 
 def status_params(state: str, message: Optional[str] = None) -> dict[str, Any]:

@@ -79,11 +79,6 @@ class DecodeConfig:
         return cls(steps=768, alg="entropy", temperature=0.1, top_p=0.9, cache="none", seed=0)
 
     # ------------------------------------------------------------------------------------ derived
-    @property
-    def effective_block_length(self) -> Optional[int]:
-        """Blocks only make sense with a cache: exact decoding runs the hole as one block (as the server always has)."""
-        return self.block_length if self.cache != "none" else None
-
     def key(self) -> tuple:
         """Every field, in order: equal keys decode identically (used by result caches)."""
         return tuple(getattr(self, f.name) for f in fields(self))

@@ -23,6 +23,19 @@ QWEN2_PATTERN = (
 FIM_TOKENS = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>")
 
 
+def with_qwen2_text_pipeline(tok: Tokenizer) -> Tokenizer:
+    """Set Qwen2's pipeline around `tok`'s BPE model (NFC, the Qwen2 split then byte-level mapping,
+    byte-level decoding) and return it. The one definition: a vocabulary we train and the same one
+    loaded from vocab.json + merges.txt must cut text the same way."""
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
 def build_bpe_from_vocab_merges(vocab_path: Path, merges_path: Path) -> Tokenizer:
     """Assemble a Qwen2-style byte-level BPE `Tokenizer` from the slow-tokenizer files."""
     vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
@@ -34,13 +47,7 @@ def build_bpe_from_vocab_merges(vocab_path: Path, merges_path: Path) -> Tokenize
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None,
                                continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False,
                                byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    return tok
+    return with_qwen2_text_pipeline(tok)
 
 
 def _token_content(value) -> Optional[str]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,3 +28,13 @@ def coda_v0_dir() -> Path:
 def tiny_model_dir(tmp_path_factory, coda_v0_dir) -> Path:
     """A 2-layer random CoDA model with the real 151,936-row vocab, saved as 2 safetensors shards."""
     return write_random_coda_dir(tmp_path_factory.mktemp("tiny-coda"), coda_v0_dir, seed=0, num_shards=2)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module that asks for it: the CPU is shared, and OpenMP threads spinning
+    at barriers on an oversubscribed machine made forwards many times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -96,28 +96,18 @@ def test_truncated_shard(broken: Path):
         load_model(broken)
 
 
-def test_shape_mismatch(broken: Path):
+@pytest.mark.parametrize("edits, error", [
+    ({"intermediate_size": 96}, r"mlp.* has shape \[.*\] but config.json implies"),
+    # smaller than the tokenizer's 151,670 ids (special ids moved inside the smaller vocabulary)
+    ({"vocab_size": 151000, "mask_token_id": 5, "pad_token_id": 5, "eos_token_id": 5, "bos_token_id": 5},
+     r"tokenizer has 151670 ids but config.json vocab_size is 151000"),
+    ({"vocab_size": 152000}, r"vocab_size in config.json does not match the embedding rows"),
+], ids=["shape-mismatch", "vocab-smaller-than-tokenizer", "embedding-rows-disagree"])
+def test_config_disagrees_with_checkpoint(broken: Path, edits: dict, error: str):
     cfg = json.loads((broken / "config.json").read_text())
-    cfg["intermediate_size"] = 96
+    cfg.update(edits)
     (broken / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=r"mlp.* has shape \[.*\] but config.json implies"):
-        load_model(broken)
-
-
-def test_wrong_vocab_size(broken: Path):
-    cfg = json.loads((broken / "config.json").read_text())
-    cfg["vocab_size"] = 151000  # smaller than the tokenizer's 151,670 ids
-    cfg["mask_token_id"] = cfg["pad_token_id"] = cfg["eos_token_id"] = cfg["bos_token_id"] = 5
-    (broken / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=r"tokenizer has 151670 ids but config.json vocab_size is 151000"):
-        load_model(broken)
-
-
-def test_embedding_rows_disagree_with_config(broken: Path):
-    cfg = json.loads((broken / "config.json").read_text())
-    cfg["vocab_size"] = 152000
-    (broken / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=r"vocab_size in config.json does not match the embedding rows"):
+    with pytest.raises(ModelLoadError, match=error):
         load_model(broken)
 
 

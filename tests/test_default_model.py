@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from coda_model.checkpoint import load_model
+from coda_model.tokenizer import build_bpe_from_vocab_merges
+from coda_train.tokenizer_train import train_tokenizer
 
 MAX_SHIPPED_MB = 30
 
@@ -142,3 +145,25 @@ def test_paired_scores_align_problems_by_task_id() -> None:
     y = {"scores": [{"task_id": "c", "edit_similarity": 0.9}, {"task_id": "a", "edit_similarity": 0.7}]}
     assert table.paired_scores(x, y) == ([0.1, 0.3], [0.7, 0.9])
     assert table.paired_scores(x, {}) == ([], [])  # a run written before per-problem scores existed
+
+
+def _text_pipeline(tok: Tokenizer) -> dict:
+    """What `with_qwen2_text_pipeline` sets, as tokenizers serialises it."""
+    data = json.loads(tok.to_str())
+    return {k: data[k] for k in ("normalizer", "pre_tokenizer", "decoder")}
+
+
+def test_loaded_and_trained_tokenizers_cut_text_as_the_shipped_one(default_dir: Path, coda_v0_dir: Path) -> None:
+    """One text-pipeline definition serves loading vocab.json + merges.txt and both trainers; the shipped
+    tokenizer.json was written by the recipe before that definition existed, so it pins the old form."""
+    shipped = Tokenizer.from_file(str(default_dir / "tokenizer.json"))
+    code = 'def fib(n: int) -> int:\n\t"""naïve 😀 中文"""\r\n    return n if n < 2 else fib(n - 1)  # x\n\n\n'
+    candidates = {
+        "vocab+merges": build_bpe_from_vocab_merges(coda_v0_dir / "vocab.json", coda_v0_dir / "merges.txt"),
+        "coda-train tokenizer": train_tokenizer([code * 4], vocab_size=300).tok,
+        "recipe train_bpe": _recipe_module("train_tokenizer").train_bpe([code * 4], 300),
+    }
+    for name, tok in candidates.items():
+        assert _text_pipeline(tok) == _text_pipeline(shipped), name
+        assert tok.pre_tokenizer.pre_tokenize_str(code) == shipped.pre_tokenizer.pre_tokenize_str(code), name
+        assert tok.normalizer.normalize_str("e\u0301") == shipped.normalizer.normalize_str("e\u0301") == "\u00e9", name

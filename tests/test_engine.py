@@ -9,19 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for this module: the CPU is shared, and OpenMP threads spinning at barriers
-    on an oversubscribed machine made forwards many times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 from coda_model.cache import DualCache, PrefixCache
 from coda_model.checkpoint import load_model
 from coda_model.engine import DecodeConfig, DenoiseState, Engine, plan_blocks, token_agreement
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PREFIX = "def add(a, b):\n    "
 SUFFIX = "\n\nprint(add(1, 2))\n"

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from coda_train.eval.lm_eval_adapter import INSTALL_HINT, coerce_setting
+from coda_train.eval.lm_eval_adapter import INSTALL_HINT
+from coda_train.eval.sampler import DecodeSettings
 
 HAVE_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 
@@ -55,9 +56,13 @@ def test_generate_until_answers_lm_evals_requests_with_the_engine(tiny_model_dir
 
 
 def test_model_args_strings_become_decode_settings_types():
-    assert coerce_setting("steps", "64") == 64
-    assert coerce_setting("temperature", "0.2") == 0.2
-    assert coerce_setting("top_p", "none") is None
-    assert coerce_setting("top_k", "5") == 5 and coerce_setting("threshold", "0.9") == 0.9
-    assert coerce_setting("use_chat", "false") is False
-    assert coerce_setting("alg", "entropy") == "entropy"
+    s = DecodeSettings().with_values({"steps": "64", "temperature": "0.2", "top_p": "none", "top_k": "5",
+                                      "threshold": "0.9", "use_chat": "false", "alg": "entropy",
+                                      "max_new_tokens": "32"})
+    d = s.decode
+    assert (d.steps, d.temperature, d.top_p, d.top_k, d.threshold, d.alg) == (64, 0.2, None, 5, 0.9, "entropy")
+    assert s.use_chat is False and s.max_new_tokens == 32
+    with pytest.raises(ValueError, match="unknown decode setting"):
+        DecodeSettings().with_values({"stepz": "4"})
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        DecodeSettings().with_values({"steps": "0"})

@@ -8,7 +8,8 @@ import pytest
 
 from coda_train.eval.cli import main
 from coda_train.eval.datasets import load_tasks
-from coda_train.eval.runner import EvalConfig, RunMismatch, load_results, run_eval
+from coda_train.eval.rundir import load_results
+from coda_train.eval.runner import EvalConfig, RunMismatch, run_eval
 from coda_train.eval.sampler import OracleSampler
 
 

@@ -42,13 +42,13 @@ def test_cli_decoding_defaults_are_the_servers_and_can_be_turned_off():
     from coda_lsp.options import ServerOptions
 
     parser = oneshot_parser("complete")
-    default = options_from(parser.parse_args(["a.py:1:1"]))
-    assert (default.threshold, default.cache) == (ServerOptions.threshold, ServerOptions.cache)
-    exact = options_from(parser.parse_args(["a.py:1:1", "--threshold", "none", "--cache", "none"]))
-    assert (exact.threshold, exact.cache) == (None, "none")
+    default = options_from(parser.parse_args(["a.py:1:1"]), parser)
+    assert default.decode == ServerOptions().decode
+    exact = options_from(parser.parse_args(["a.py:1:1", "--threshold", "none", "--cache", "none"]), parser)
+    assert (exact.decode.threshold, exact.decode.cache) == (None, "none")
     for bad in (["--threshold", "1.5"], ["--cache", "full"]):
         try:
-            parser.parse_args(["a.py:1:1", *bad])
+            options_from(parser.parse_args(["a.py:1:1", *bad]), parser)
         except SystemExit as e:
             assert e.code == 2
         else:

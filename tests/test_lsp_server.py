@@ -15,6 +15,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 SERVER = [sys.executable, "-m", "coda_lsp.cli", "--log-level", "INFO"]
 SRC = "def fibonacci(n):\n    if n < 2:\n        \n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+RUST_SRC = "fn fib(n: u64) -> u64 {\n    if n < 2 {\n        \n    }\n    fib(n - 1) + fib(n - 2)\n}\n"
 OPTIONS = {"steps": 4, "maxTokens": 8, "debounceMs": 0, "streaming": True, "contextTokens": 256}
 
 
@@ -112,6 +113,27 @@ async def test_inline_completion_after_an_incremental_edit_streams_partials_endi
     assert isinstance(result, types.InlineCompletionList)
     for item in result.items:
         assert item.range.start == types.Position(line=2, character=4) and item.insert_text.strip()
+    assert len({p.requestId for p in partials}) == 1 and partials[0].requestId   # one id through the request
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cli_complete_prints_the_servers_first_inline_item(client, tiny_model_dir, tmp_path):
+    """`coda-lsp complete` and the server run the same four stages: same file, same hole, same text.
+
+    (A language no other test opens: the server adds snippets of other open documents of the same language.)"""
+    path = tmp_path / "same.rs"
+    path.write_text(RUST_SRC, encoding="utf-8")
+    uri = path.as_uri()
+    open_doc(client, uri, RUST_SRC, "rust")
+    result = await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+    flags = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--steps", str(OPTIONS["steps"]),
+             "--max-tokens", str(OPTIONS["maxTokens"]), "--context-tokens", str(OPTIONS["contextTokens"])]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "coda_lsp.cli", "complete", f"{path}:3:9", *flags,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    server_text = result.items[0].insert_text if result.items else None
+    cli_text = out.decode().removesuffix("\n") if proc.returncode == 0 else None
+    assert cli_text == server_text, err.decode()[-500:]
 
 
 @pytest.mark.asyncio(loop_scope="module")

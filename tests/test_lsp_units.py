@@ -13,7 +13,9 @@ from coda_lsp.cli import UsageError, parse_where
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
 from coda_lsp.server import build_server
-from coda_lsp.service import ModelUnavailable, resolve_model_path
+from coda_lsp.loading import ModelUnavailable, resolve_model_path
+import coda_lsp.loading as loading_mod
+import coda_lsp.pipeline as pipeline_mod
 import coda_lsp.service as service_mod
 
 
@@ -37,8 +39,8 @@ def test_options_parse_camel_case_keys_and_warn_on_bad_values():
         "modelPath": "/m", "device": "CPU", "dtype": "bfloat16", "steps": 8, "maxTokens": 32, "algorithm": "origin",
         "temperature": 0.5, "threshold": 0.9, "debounceMs": 0, "contextTokens": 512,
         "enabledLanguages": ["python"], "streaming": True, "cache": "prefix"})
-    assert warnings == [] and opts.cache == "prefix"
-    assert (opts.model_path, opts.device, opts.steps, opts.max_tokens, opts.algorithm, opts.threshold,
+    assert warnings == [] and opts.decode.cache == "prefix"
+    assert (opts.model_path, opts.device, opts.decode.steps, opts.max_tokens, opts.decode.alg, opts.decode.threshold,
             opts.debounce_ms, opts.context_tokens, opts.streaming) == ("/m", "cpu", 8, 32, "origin", 0.9, 0, 512, True)
     assert opts.language_enabled("python") and not opts.language_enabled("go")
     bad, warnings = merge_options(opts, {"steps": -1, "algorithm": "magic", "nope": 1, "streaming": "yes", "cache": "lru"})
@@ -94,7 +96,7 @@ async def test_scheduler_newer_ticket_supersedes_older_within_one_step():
 
 
 def test_missing_default_model_says_to_pass_model(monkeypatch, tmp_path):
-    monkeypatch.setattr(service_mod, "default_model_dir", lambda: tmp_path)
+    monkeypatch.setattr(loading_mod, "default_model_dir", lambda: tmp_path)
     with pytest.raises(ModelUnavailable, match="--model"):
         resolve_model_path(None)
     assert resolve_model_path(str(tmp_path)) == tmp_path
@@ -130,13 +132,13 @@ async def test_debounce_lets_a_newer_request_replace_a_waiting_one_without_runni
 
 def test_cpu_threads_default_to_half_the_cores_unless_set(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(service_mod.os, "cpu_count", lambda: 8)
-    assert service_mod.cpu_threads(None) == 4
-    assert service_mod.cpu_threads(3) == 3
-    monkeypatch.setattr(service_mod.os, "cpu_count", lambda: 1)
-    assert service_mod.cpu_threads(None) == 1
+    monkeypatch.setattr(loading_mod.os, "cpu_count", lambda: 8)
+    assert loading_mod.cpu_threads(None) == 4
+    assert loading_mod.cpu_threads(3) == 3
+    monkeypatch.setattr(loading_mod.os, "cpu_count", lambda: 1)
+    assert loading_mod.cpu_threads(None) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "6")
-    assert service_mod.cpu_threads(None) == 6
+    assert loading_mod.cpu_threads(None) == 6
     opts, warnings = merge_options(ServerOptions(), {"threads": 2})
     assert opts.threads == 2 and not warnings
     opts, warnings = merge_options(opts, {"threads": 0})
@@ -149,9 +151,9 @@ def test_loading_the_model_sets_the_decoding_threads(tiny_model_dir):
 
     before = torch.get_num_threads()
     try:
-        service_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=1))
+        loading_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=1))
         assert torch.get_num_threads() == 1
-        service_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=2))
+        loading_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=2))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -179,28 +181,38 @@ def test_block_length_setting_reaches_the_decoder(tiny_model_dir):
     from coda_lsp.documents import Document
 
     opts, warnings = merge_options(ServerOptions(), {"blockLength": 4})
-    assert opts.block_length == 4 and not warnings
-    assert merge_options(opts, {"blockLength": 0})[0].block_length == 4  # bad value: kept, with a warning
-    lm = service_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=1))
+    assert opts.decode.block_length == 4 and not warnings
+    assert merge_options(opts, {"blockLength": 0})[0].decode.block_length == 4  # bad value: kept, with a warning
+    lm = loading_mod.load_engine(ServerOptions(model_path=str(tiny_model_dir), threads=1))
     doc = Document("file:///a.py", "def f(x):\n    \n    return x\n", 1, "python")
     ctx = build_context(doc, doc.text.index("    \n") + 4)
-    assert service_mod.InfillJob(lm, ctx, opts).config.block_length == 4
-    assert service_mod.InfillJob(lm, ctx, ServerOptions()).config.block_length == ServerOptions().block_length == 8
-    assert service_mod.InfillJob(lm, ctx, replace(opts, cache="none")).config.block_length is None
+    def job_block(o: ServerOptions):
+        return pipeline_mod.infer(lm, pipeline_mod.infer_request(ctx, o, 1)).request.decode.block_length
+
+    assert job_block(opts) == 4
+    assert job_block(ServerOptions()) == ServerOptions().decode.block_length == 8
+    assert job_block(replace(opts, decode=replace(opts.decode, cache="none"))) is None
 
 
-async def test_cached_results_are_keyed_by_the_block_length():
-    """A changed blockLength must not be answered from results decoded with the old one."""
+def test_result_cache_key_changes_with_every_decode_setting():
+    """Equal keys must mean equal decodes: a changed blockLength (or any other decode field, the model or the
+    context budget) is never answered from results decoded with the old value."""
+    from dataclasses import fields
+
     from coda_lsp.context import build_context
     from coda_lsp.documents import Document
 
-    svc = service_mod.CompletionService(ServerOptions())
-    try:
-        doc = Document("file:///a.py", "def f(x):\n    \n    return x\n", 1, "python")
-        ctx = build_context(doc, doc.text.index("    \n") + 4)
-        key = svc._result_key(ctx, 1)
-        assert svc._result_key(ctx, 1) == key
-        svc.options = replace(svc.options, block_length=16)
-        assert svc._result_key(ctx, 1) != key
-    finally:
-        svc.shutdown()
+    doc = Document("file:///a.py", "def f(x):\n    \n    return x\n", 1, "python")
+    ctx = build_context(doc, doc.text.index("    \n") + 4)
+    base = ServerOptions()
+    key = pipeline_mod.infer_request(ctx, base, 1).cache_key()
+    assert pipeline_mod.infer_request(ctx, ServerOptions(), 1).cache_key() == key
+    other = {"steps": 8, "alg": "origin", "temperature": 0.5, "top_p": 0.5, "top_k": 3, "alg_temp": 0.5,
+             "eps": 0.01, "threshold": 0.5, "block_length": 16, "cache": "prefix", "seed": 7, "cache_refresh": 2}
+    assert set(other) == {f.name for f in fields(base.decode)}, "new DecodeConfig field: add it here"
+    for name, value in other.items():
+        changed = replace(base, decode=replace(base.decode, **{name: value}))
+        assert pipeline_mod.infer_request(ctx, changed, 1).cache_key() != key, name
+    for changed in (replace(base, model_path="/other"), replace(base, context_tokens=512)):
+        assert pipeline_mod.infer_request(ctx, changed, 1).cache_key() != key
+    assert pipeline_mod.infer_request(ctx, base, 3).cache_key() != key

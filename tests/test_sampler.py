@@ -11,28 +11,19 @@ position draws), so even sampled runs must agree token for token.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for this module: the CPU is shared, and OpenMP threads spinning at barriers
-    on an oversubscribed machine made forwards many times slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 import torch.nn.functional as F
-
-from pathlib import Path
 
 from coda_model.checkpoint import LoadedModel
 from coda_model.config import CodaConfig
 from coda_model.engine import DecodeConfig, Engine
 from coda_model.network import CodaLM, init_weights, shift_logits
 from coda_model.sampler import denoise_step, num_to_reveal, timesteps, top_k_logits, top_p_logits
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LOGIT_SCALE = 40.0  # sharpen the random head so confidences are spread out (no near-ties between positions)
 
@@ -154,23 +145,24 @@ def test_generate_matches_the_reference_without_suffix(sharp) -> None:
 
 
 # --------------------------------------------------------------------------------------- pure functions
+def _reveal_counts(masked: int, steps: int) -> tuple[list[int], int]:
+    """Tokens revealed at each step of the schedule, and how many stay masked at the end."""
+    ts, counts = timesteps(steps, 1e-3), []
+    for i in range(steps):
+        counts.append(num_to_reveal(masked, i, steps, ts))
+        masked -= counts[-1]
+    return counts, masked
+
+
 def test_schedule_reveals_one_per_step_when_steps_equal_length() -> None:
     """Spec §5.2.6: 768 tokens / 768 steps -> 0 at step 0, then 1 per step, 2 at the last."""
-    ts, m, counts = timesteps(768, 1e-3), 768, []
-    for i in range(768):
-        k = num_to_reveal(m, i, 768, ts)
-        counts.append(k)
-        m -= k
-    assert m == 0 and counts[0] == 0 and counts[-1] == 2 and set(counts[1:-1]) == {1}
+    counts, left = _reveal_counts(768, 768)
+    assert left == 0 and counts[0] == 0 and counts[-1] == 2 and set(counts[1:-1]) == {1}
 
 
 def test_schedule_reveals_three_per_step_at_768_over_256() -> None:
-    ts, m, counts = timesteps(256, 1e-3), 768, []
-    for i in range(256):
-        k = num_to_reveal(m, i, 256, ts)
-        counts.append(k)
-        m -= k
-    assert m == 0 and sum(counts) == 768 and 3 in counts and max(counts[:-1]) <= 3
+    counts, left = _reveal_counts(768, 256)
+    assert left == 0 and sum(counts) == 768 and 3 in counts and max(counts[:-1]) <= 3
 
 
 def test_top_p_keeps_the_smallest_prefix_past_p_and_always_the_top_token() -> None:

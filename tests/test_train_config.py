@@ -11,32 +11,21 @@ from coda_train.config import ConfigError, at_epoch, load_config, parse_override
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_unknown_key_error_names_the_key(tmp_path):
+@pytest.mark.parametrize("toml, error", [
+    ("[optim]\nlearning_rate = 1e-3\n", r"optim\.learning_rate"),  # an unknown key is named
+    ("[optimizer]\nlr = 1e-3\n", r"optimizer"),                     # so is an unknown section
+    ('[run]\nsteps = "many"\n', r"run\.steps.*integer"),            # a wrong type names key and type
+    ("[run]\nsteps = true\n", r"run\.steps"),                       # a bool is not an int
+], ids=["unknown-key", "unknown-section", "wrong-type", "bool-not-int"])
+def test_bad_config_error_names_the_key(tmp_path, toml, error):
     f = tmp_path / "c.toml"
-    f.write_text("[optim]\nlearning_rate = 1e-3\n")
-    with pytest.raises(ConfigError, match=r"optim\.learning_rate"):
+    f.write_text(toml)
+    with pytest.raises(ConfigError, match=error):
         load_config(f)
 
 
-def test_unknown_section_is_an_error(tmp_path):
+def test_int_is_a_float(tmp_path):
     f = tmp_path / "c.toml"
-    f.write_text("[optimizer]\nlr = 1e-3\n")
-    with pytest.raises(ConfigError, match=r"optimizer"):
-        load_config(f)
-
-
-def test_wrong_type_error_names_the_key(tmp_path):
-    f = tmp_path / "c.toml"
-    f.write_text('[run]\nsteps = "many"\n')
-    with pytest.raises(ConfigError, match=r"run\.steps.*integer"):
-        load_config(f)
-
-
-def test_bool_is_not_an_int_and_int_is_a_float(tmp_path):
-    f = tmp_path / "c.toml"
-    f.write_text("[run]\nsteps = true\n")
-    with pytest.raises(ConfigError, match=r"run\.steps"):
-        load_config(f)
     f.write_text("[optim]\nlr = 1\n")
     assert load_config(f).optim.lr == 1.0
 

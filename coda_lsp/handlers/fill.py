@@ -26,29 +26,23 @@ def register(server) -> None:
         if not isinstance(uri, str) or rng is None:
             ls.show(f"{FILL_SELECTION} needs arguments [{{uri, range}}], got {list(args)!r:.200}")
             return {"applied": False, "reason": "bad arguments: expected [{uri, range}]"}
-        service = ls.service
-        if service.docs.get(uri) is None:
-            return {"applied": False, "reason": f"{uri} is not open"}
-        if not service.ready:
-            return {"applied": False, "reason": f"model not ready ({service.state}: {service.message})"}
-        version = service.docs.get(uri).version
-        ls.send_status("busy")
+        service, busy = ls.service, ls.service.ready
+        if busy:
+            ls.send_status("busy")
         try:
-            result = await service.fill(uri, rng[0], rng[1],
-                                        on_partial=ls.send_partial if service.options.streaming else None)
+            outcome = await service.fill_selection(uri, rng[0], rng[1],
+                                                   on_partial=ls.send_partial if service.options.streaming else None)
         finally:
-            ls.send_status("ready")
-        doc = service.docs.get(uri)
-        if doc is None or doc.version != version:
-            ls.show(f"{uri} changed while filling the selection: nothing applied, run the command again")
-            return {"applied": False, "reason": "document changed while filling"}
-        if result is None or not result.items:
-            return {"applied": False, "reason": "no fill (superseded or empty)"}
-        edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=range_out(result.start, result.end),
-                                                                  new_text=result.items[0])]})
+            if busy:
+                ls.send_status("ready")
+        if outcome.text is None:
+            if outcome.notify:
+                ls.show(f"{uri}: {outcome.reason}: nothing applied, run the command again")
+            return {"applied": False, "reason": outcome.reason}
+        edit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=range_out(outcome.start, outcome.end),
+                                                                  new_text=outcome.text)]})
         resp = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label="coda: fill selection"))
-        return {"applied": bool(resp.applied), "text": result.items[0],
-                "range": lsp_range(result.start, result.end)}
+        return {"applied": bool(resp.applied), "text": outcome.text, "range": lsp_range(outcome.start, outcome.end)}
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION,
                     types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.RefactorRewrite]))

@@ -12,7 +12,7 @@ from typing import Optional
 from lsprotocol import types
 
 from coda_lsp.handlers.convert import pos_in, range_out
-from coda_lsp.service import CompletionResult
+from coda_lsp.pipeline import CompletionResult
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,9 @@ async def run_completion(ls, uri: str, position: types.Position, invoked: bool) 
         if result is None:
             log.debug("completion %s %d:%d invoked=%s: no result", uri, position.line, position.character, invoked)
         else:
-            log.debug("completion %s %d:%d invoked=%s: %s %s hole, %d item(s) in %.0f ms (model %.0f ms) %r", uri,
-                      position.line, position.character, invoked, result.source, result.kind, len(result.items),
-                      1000 * result.total_s, 1000 * result.model_s, result.items[:1])
+            log.debug("[%s] completion %s %d:%d invoked=%s: %s %s hole, %d item(s) in %.0f ms (model %.0f ms) %r",
+                      result.request_id, uri, position.line, position.character, invoked, result.source, result.kind,
+                      len(result.items), 1000 * result.total_s, 1000 * result.model_s, result.items[:1])
         return result
     finally:
         if service.ready and service.scheduler.active == 0:

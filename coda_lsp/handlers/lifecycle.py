@@ -9,7 +9,6 @@ from lsprotocol import types
 from coda_lsp.options import merge_options
 
 log = logging.getLogger(__name__)
-MODEL_KEYS = ("model_path", "device", "dtype")
 
 
 def register(server) -> None:
@@ -36,19 +35,11 @@ def register(server) -> None:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls, params: types.DidChangeConfigurationParams) -> None:
-        old = ls.service.options
-        options, warnings = merge_options(old, params.settings)
-        for w in warnings:
+        outcome = ls.service.reconfigure(params.settings)
+        for w in outcome.warnings:
             ls.show(w)
-        ls.service.options = options
-        ls.service.result_cache.clear()
-        ls.service.type_cache.clear()
-        if any(getattr(old, k) != getattr(options, k) for k in MODEL_KEYS):
-            log.info("model settings changed: reloading")
-            ls.service.model = None
+        if outcome.reload:
             ls.start_loading()
-        elif old.threads != options.threads and ls.service.model is not None:
-            ls.service.apply_threads()   # a load in progress reads the new value itself
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls, params) -> None:

@@ -21,6 +21,17 @@ VENV_BIN = Path(sys.executable).parent
 EDITORS_CACHE = Path(os.environ.get("CODA_EDITORS_CACHE")
                      or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coda-lsp-editors")
 INSTALL_HINT = "run `bash scripts/install_editors.sh` (it installs Neovim, code-server, Chromium, playwright-core)"
+# The file both editors open: line 2 (`    total = a`) is completed, line 7 (`    out = [...]`) filled.
+SOURCE = (
+    "def add(a, b):\n"
+    "    total = a\n"
+    "    return total\n"
+    "\n"
+    "\n"
+    "def scale(values, k):\n"
+    "    out = [v * k for v in values]\n"
+    "    return out\n"
+)
 
 
 def in_ci() -> bool:

@@ -15,20 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import E2E, EDITORS_CACHE, REPO, VENV_BIN, require, tail
+from e2e_support import E2E, EDITORS_CACHE, REPO, SOURCE, VENV_BIN, require, tail
 
 pytestmark = pytest.mark.editor
 
-SOURCE = (
-    "def add(a, b):\n"
-    "    total = a\n"
-    "    return total\n"
-    "\n"
-    "\n"
-    "def scale(values, k):\n"
-    "    out = [v * k for v in values]\n"
-    "    return out\n"
-)
 TARGET_LINE = 2     # complete at the end of `    total = a`
 FILL_LINES = (7, 7)  # :7,7CodaFill rewrites `    out = [...]`
 

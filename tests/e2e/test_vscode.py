@@ -22,23 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import E2E, EDITORS_CACHE, REPO, require, tail
+from e2e_support import E2E, EDITORS_CACHE, REPO, SOURCE, require, tail
 
 pytestmark = pytest.mark.editor
 
 CODE_SERVER = EDITORS_CACHE / "code-server" / "node_modules" / ".bin" / "code-server"
 VSIX = REPO / "editors" / "vscode" / "coda-lsp.vsix"
 PLAYWRIGHT = E2E / "node_modules" / "playwright-core"
-SOURCE = (
-    "def add(a, b):\n"
-    "    total = a\n"
-    "    return total\n"
-    "\n"
-    "\n"
-    "def scale(values, k):\n"
-    "    out = [v * k for v in values]\n"
-    "    return out\n"
-)
 LINE, TYPED, FILL_LINE = 2, " +", 7
 
 

@@ -21,18 +21,14 @@ import sys
 from pathlib import Path
 
 from coda_train.eval.datasets import ALIASES, TASK_NAMES, DatasetError
+from coda_model.decode_config import FIELD_NAMES, DecodeConfig
 from coda_train.eval.sampler import DecodeSettings
 from coda_train.eval.sandbox import SandboxConfig
 
 COMMANDS = ("run", "oracle", "compare", "report", "lm-eval")
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "off") else float(text)
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("none", "off") else int(text)
+OPTIONAL = {n for n in FIELD_NAMES if getattr(DecodeConfig(), n) is None}
 
 
 def _add_run_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
@@ -52,19 +48,11 @@ def _add_run_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("--workers", type=int, default=2, help="programs executed in parallel")
     p.add_argument("--no-progress", action="store_true")
     d = DecodeSettings()
-    g = p.add_argument_group("decoding (defaults: the paper's)")
+    g = p.add_argument_group("decoding (defaults: the paper's, coda_model.DecodeConfig.paper())")
     g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    g.add_argument("--steps", type=_optional_int, default=d.steps, help="denoise steps; 'none' = one per token")
-    g.add_argument("--alg", default=d.alg, choices=["origin", "maskgit_plus", "topk_margin", "entropy"])
-    g.add_argument("--temperature", type=float, default=d.temperature)
-    g.add_argument("--top-p", type=_optional_float, default=d.top_p, help="'none' disables")
-    g.add_argument("--top-k", type=_optional_int, default=d.top_k)
-    g.add_argument("--alg-temp", type=_optional_float, default=d.alg_temp)
-    g.add_argument("--eps", type=float, default=d.eps)
-    g.add_argument("--threshold", type=_optional_float, default=d.threshold)
-    g.add_argument("--block-length", type=_optional_int, default=d.block_length)
-    g.add_argument("--cache", default=d.cache, choices=["none", "prefix", "dual"])
-    g.add_argument("--seed", type=int, default=d.seed)
+    for name in FIELD_NAMES:   # every DecodeConfig field, parsed and validated by DecodeConfig itself
+        g.add_argument("--" + name.replace("_", "-"), dest=f"decode_{name}", default=None, metavar="VALUE",
+                       help=f"default {getattr(d.decode, name)}" + ("; 'none' disables" if name in OPTIONAL else ""))
     g.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens)
     g.add_argument("--no-chat", action="store_true", help="plain-completion prompts (base models)")
     s = p.add_argument_group("sandbox")
@@ -77,10 +65,12 @@ def _add_run_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
 def _configs(a: argparse.Namespace, model: str):
     from coda_train.eval.runner import EvalConfig
 
-    decode = DecodeSettings(max_new_tokens=a.max_new_tokens, steps=a.steps, alg=a.alg, temperature=a.temperature,
-                            top_p=a.top_p, top_k=a.top_k, alg_temp=a.alg_temp, eps=a.eps, threshold=a.threshold,
-                            block_length=a.block_length, cache=a.cache, seed=a.seed,
-                            max_prompt_tokens=a.max_prompt_tokens, use_chat=not a.no_chat)
+    given = {n: getattr(a, f"decode_{n}") for n in FIELD_NAMES if getattr(a, f"decode_{n}") is not None}
+    try:
+        decode = DecodeSettings(max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens,
+                                use_chat=not a.no_chat).with_values(given)
+    except ValueError as exc:
+        raise SystemExit(f"coda-eval: {exc}") from None
     sandbox = SandboxConfig(timeout_s=a.timeout, cpu_seconds=max(1, int(a.timeout)),
                             memory_bytes=a.memory_mb << 20, python=a.python)
     task = ALIASES.get(a.task, a.task)

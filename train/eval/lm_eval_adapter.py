@@ -21,22 +21,6 @@ INSTALL_HINT = ("coda-eval lm-eval: lm-evaluation-harness is not installed; `pip
                 "environment, or use `coda-eval run humaneval|mbpp|...`, which needs no extra packages")
 
 
-def coerce_setting(name: str, value):
-    """lm-eval passes model_args as strings: convert to the DecodeSettings field's type."""
-    default = getattr(DecodeSettings(), name)
-    if isinstance(value, str) and value.lower() in ("none", "null"):
-        return None
-    if isinstance(default, bool):
-        return str(value).lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    if default is None and not isinstance(value, (int, float)):
-        return float(value) if "." in str(value) or "e" in str(value).lower() else int(value)
-    return value
-
-
 @functools.cache
 def _model_class():
     """Build and register the LM subclass (needs lm_eval); once per process (lm-eval refuses a second
@@ -55,11 +39,7 @@ def _model_class():
                      **decode):
             super().__init__()
             self.sampler = EngineSampler(pretrained, device=device, dtype=dtype)
-            known = DecodeSettings.__dataclass_fields__
-            unknown = [k for k in decode if k not in known]
-            if unknown:
-                raise ValueError(f"unknown coda model_args: {', '.join(unknown)}")
-            self.settings = DecodeSettings(**{k: coerce_setting(k, v) for k, v in decode.items()})
+            self.settings = DecodeSettings().with_values(decode)   # ValueError names an unknown or bad one
             self.batch_size = int(batch_size)
 
         @property
@@ -86,7 +66,7 @@ def _model_class():
                 kwargs = batch[0].args[1] if len(batch[0].args) > 1 else {}
                 settings = self.settings
                 if "max_gen_toks" in kwargs:
-                    settings = DecodeSettings(**{**settings.to_dict(), "max_new_tokens": int(kwargs["max_gen_toks"])})
+                    settings = settings.with_values({"max_new_tokens": kwargs["max_gen_toks"]})
                 texts = self.sampler.generate(contexts, settings=settings, seed=settings.seed + i)
                 for r, t in zip(batch, texts):
                     until = r.args[1].get("until", []) if len(r.args) > 1 else []

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coda_train.eval.rundir import RESULTS, load_results
 from coda_train.eval.runner import EvalConfig, run_eval, select_tasks
 from coda_train.eval.sampler import OracleSampler
 
@@ -88,6 +89,4 @@ def run_oracle(cfg: EvalConfig, *, with_empty: bool = True) -> OracleReport:
 
 
 def _passed(run_dir: Path) -> list[str]:
-    from coda_train.eval.runner import RESULTS, load_results
-
     return [tid for tid, row in load_results(run_dir / RESULTS).items() if row["c"] > 0]

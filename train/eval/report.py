@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from coda_train.eval.passk import mean_pass_at_k, reportable_ks
+from coda_train.eval.rundir import RESULTS, SUMMARY, load_results
 
 
 def summarize(rows: list[dict], *, identity: dict, sandbox: dict | None = None, elapsed_s: float = 0.0,
@@ -62,8 +63,6 @@ def markdown(summary: dict) -> str:
 def load_run(path: str | Path) -> tuple[dict, dict[str, dict]]:
     """(summary, rows by task_id) of a run directory; the summary is rebuilt from results.jsonl
     when summary.json is missing (an interrupted run)."""
-    from coda_train.eval.runner import RESULTS, SUMMARY, load_results
-
     path = Path(path)
     if not (path / RESULTS).is_file():
         raise FileNotFoundError(f"{path} is not a coda-eval run directory (no {RESULTS})")

@@ -19,10 +19,10 @@ from typing import Sequence
 from coda_train.eval import report
 from coda_train.eval.datasets import ALIASES, Task, load_tasks
 from coda_train.eval.prompts import build_prompt, extract_code, normalize_ws, program_for
+from coda_train.eval.rundir import CONFIG, REPORT, RESULTS, SUMMARY, load_results
 from coda_train.eval.sampler import DecodeSettings, Sampler, hole_budget
 from coda_train.eval.sandbox import SandboxConfig, describe, run_program
 
-RESULTS, CONFIG, SUMMARY, REPORT = "results.jsonl", "config.json", "summary.json", "report.md"
 # settings that must match for a re-run to continue an existing output directory
 IDENTITY_KEYS = ("task", "model", "n_samples", "decode", "split", "dataset")
 
@@ -68,22 +68,6 @@ def select_tasks(cfg: EvalConfig) -> list[Task]:
     if cfg.limit is not None:
         tasks = tasks[: cfg.limit]
     return tasks
-
-
-def load_results(path: Path) -> dict[str, dict]:
-    """Finished task rows by task_id; malformed lines (an interrupted write) are skipped."""
-    done: dict[str, dict] = {}
-    if not path.is_file():
-        return done
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "task_id" in row and "results" in row:
-                done[row["task_id"]] = row
-    return done
 
 
 def _prepare_out_dir(cfg: EvalConfig) -> dict[str, dict]:

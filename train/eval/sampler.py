@@ -10,9 +10,11 @@ length keeps the comparison fair across the three infilling sets without reveali
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
+
+from coda_model.decode_config import FIELD_NAMES, DecodeConfig
 
 from coda_train.eval.datasets import Task
 from coda_train.eval.prompts import build_prompt, oracle_generation
@@ -20,26 +22,38 @@ from coda_train.eval.prompts import build_prompt, oracle_generation
 
 @dataclass
 class DecodeSettings:
-    """Decoding for evaluation. Defaults = the paper's (coda-spec §6.1): entropy, T=0.1, top-p 0.9,
-    768 new tokens in 768 steps, prompts truncated to their last 1024 tokens."""
+    """Decoding for evaluation: the paper's decode (`DecodeConfig.paper()`, coda-spec §6.1: entropy, T=0.1,
+    top-p 0.9, 768 steps) plus what generation needs: 768 new tokens, prompts cut to their last 1024 tokens."""
 
-    max_new_tokens: int = 768         # generation length (tokens)
-    steps: int | None = 768           # denoise steps; None = one per token (generation and infilling)
-    alg: str = "entropy"              # origin | maskgit_plus | topk_margin | entropy
-    temperature: float = 0.1
-    top_p: float | None = 0.9
-    top_k: int | None = None
-    alg_temp: float | None = None
-    eps: float = 1e-3
-    threshold: float | None = None    # confidence-threshold parallel decoding
-    block_length: int | None = None   # semi-autoregressive blocks
-    cache: str = "none"               # none | prefix | dual
-    seed: int = 0
+    decode: DecodeConfig = field(default_factory=DecodeConfig.paper)
+    max_new_tokens: int = 768         # generation length (tokens); steps beyond it are clamped (one per token)
     max_prompt_tokens: int = 1024     # keep the last N prompt tokens (as the paper's harness)
     use_chat: bool = True             # paper's chat-template prompts; False for plain completion
 
+    @property
+    def seed(self) -> int:
+        return self.decode.seed or 0
+
+    def with_values(self, raw: dict[str, Any]) -> "DecodeSettings":
+        """A copy with settings given by name (DecodeConfig fields or this class's), as strings or values."""
+        out = self
+        for name, value in raw.items():
+            if name in FIELD_NAMES:
+                out = replace(out, decode=out.decode.with_field(name, value))
+            elif name in ("max_new_tokens", "max_prompt_tokens"):
+                out = replace(out, **{name: int(value)})
+            elif name == "use_chat":
+                out = replace(out, use_chat=value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes"))
+            else:
+                raise ValueError(f"unknown decode setting {name!r} (known: {', '.join((*FIELD_NAMES, *_OWN))})")
+        return out
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Flat, as run identities and reports have always stored it."""
+        return {**asdict(self.decode), **{k: getattr(self, k) for k in _OWN}}
+
+
+_OWN = ("max_new_tokens", "max_prompt_tokens", "use_chat")
 
 
 def hole_budget(canonical_tokens: int) -> int:
@@ -116,26 +130,19 @@ class EngineSampler:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
-    def _config(self, settings: DecodeSettings, *, steps: int, seed: int):
-        from coda_model.engine import DecodeConfig
-
-        wanted = dict(steps=steps, alg=settings.alg, temperature=settings.temperature, top_p=settings.top_p,
-                      top_k=settings.top_k, alg_temp=settings.alg_temp, eps=settings.eps,
-                      threshold=settings.threshold, block_length=settings.block_length,
-                      cache=settings.cache, seed=seed)
-        known = {f.name for f in fields(DecodeConfig)}
-        return DecodeConfig(**{k: v for k, v in wanted.items() if k in known})
+    @staticmethod
+    def _config(settings: DecodeSettings, *, steps: int, seed: int) -> DecodeConfig:
+        return replace(settings.decode, steps=max(1, steps), seed=seed)
 
     def generate(self, prompts, *, settings, seed):
         ids = [self.tokenizer.encode(p)[-settings.max_prompt_tokens:] for p in prompts]
-        steps = settings.steps or settings.max_new_tokens
         out = self.engine.generate(ids, max_new_tokens=settings.max_new_tokens,
-                                   config=self._config(settings, steps=steps, seed=seed))
+                                   config=self._config(settings, steps=settings.decode.steps, seed=seed))
         # keep special tokens so post-processing can cut at <|im_end|> like the paper's harness
         return [self.tokenizer.decode(list(o), skip_special_tokens=False) for o in out]
 
     def infill(self, prefix, suffix, *, length, n, settings, seed):
-        config = self._config(settings, steps=min(settings.steps or length, length), seed=seed)
+        config = self._config(settings, steps=min(settings.decode.steps, length), seed=seed)
         state = None
         for state in self.engine.infill(self.tokenizer.encode(prefix), self.tokenizer.encode(suffix),
                                         length=length, config=config, num_candidates=n):

@@ -1,7 +1,7 @@
 /**
  * `coda.*` settings: what starts the server, and what goes to it as initializationOptions /
- * workspace/didChangeConfiguration (exactly the camelCase keys coda_lsp/options.py reads, so the
- * server never warns about editor-only keys such as serverPath).
+ * workspace/didChangeConfiguration (the camelCase keys of coda_lsp/options.py's SETTINGS table, so
+ * the server never warns about editor-only keys such as serverPath).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -19,17 +19,25 @@ export function cfg(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration('coda');
 }
 
-/** initializationOptions for coda-lsp: only keys the user set to something meaningful. */
+/**
+ * initializationOptions / didChangeConfiguration for coda-lsp: only the settings the user set
+ * (user, workspace or folder scope). The defaults in package.json are documentation; the server's
+ * own defaults apply to everything left unset (tests/test_settings.py keeps the two equal).
+ * `streaming` is the one exception: the extension draws partial completions, so it asks for them
+ * unless the user turned streaming off.
+ */
 export function serverOptions(): Record<string, unknown> {
   const c = cfg();
   const out: Record<string, unknown> = {};
   for (const key of SERVER_KEYS) {
-    const v = c.get<unknown>(key);
-    if (v === undefined || v === '' ) {
+    const i = c.inspect<unknown>(key);
+    const v = i?.workspaceFolderValue ?? i?.workspaceValue ?? i?.globalValue;
+    if (v === undefined || v === '') {
       continue;
     }
     out[key] = key === 'modelPath' ? expandHome(String(v)) : v;
   }
+  out.streaming = c.get<boolean>('streaming', true);
   return out;
 }
 

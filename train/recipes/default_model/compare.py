@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from coda_model.ar_decode import greedy_decode
 from coda_model.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parents[3]
@@ -146,24 +147,16 @@ def norm(text: str) -> list[str]:
     return [" ".join(l.split()) for l in text.strip("\n").splitlines() if l.strip()]
 
 
-@torch.inference_mode()
 def ar_fim_infill(loaded, prefix: str, suffix: str, budget: int) -> str:
     model, tok = loaded.model, loaded.tokenizer
     f = tok.fim_ids
     ids = [f["<|fim_prefix|>"]] + tok.encode(prefix) + [f["<|fim_suffix|>"]] + tok.encode(suffix) + [f["<|fim_middle|>"]]
     stop = {tok.eos_id, tok.pad_id, f["<|fim_pad|>"], f["<|fim_prefix|>"], f["<|fim_suffix|>"]}
-    x = torch.tensor([ids])
-    out = model(x, causal=True, use_cache=True)
-    past, pos = out.key_values, x.shape[1]
-    nxt = int(out.logits[0, -1].argmax())
     gen: list[int] = []
-    while nxt not in stop and len(gen) < budget:
+    for nxt in greedy_decode(model, ids, budget):
+        if nxt in stop:
+            break
         gen.append(nxt)
-        out = model(torch.tensor([[nxt]]), position_ids=torch.tensor([[pos]]), past_key_values=past, use_cache=True,
-                    causal=True)
-        past = [(torch.cat([pk, k], 2), torch.cat([pv, v], 2)) for (pk, pv), (k, v) in zip(past, out.key_values)]
-        pos += 1
-        nxt = int(out.logits[0, -1].argmax())
     return tok.decode(gen)
 
 
@@ -310,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-line", action="store_true", help="keep only the first non-blank line of a prediction")
     ap.add_argument("--cache", default="none", choices=("none", "prefix", "dual"),
                     help="KV cache (diffusion); the LSP decodes with --steps 16 --threshold 0.9 --cache dual "
-                         "--block-length 8 (coda_lsp.options.ServerOptions)")
+                         "--block-length 8 (coda_model.DecodeConfig.editor())")
     ap.add_argument("--out", default="")
     ap.add_argument("--nll-samples", type=int, default=8, help="sigma samples per middle (diffusion ELBO)")
     ap.add_argument("--order", choices=("elbo", "l2r"), default="elbo",

@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from coda_model.checkpoint import load_model
 from coda_model import DecodeConfig
+from coda_model.checkpoint import load_model
 from coda_model.engine import Engine
-from coda_lsp.options import ServerOptions
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -42,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu", dtype="auto")
     engine, tok = Engine(loaded), loaded.tokenizer
-    lsp = ServerOptions()  # the server's default decode: what an editor shows
-    cfg = DecodeConfig(steps=min(lsp.steps, args.length), threshold=lsp.threshold, cache=lsp.cache,
-                       block_length=lsp.block_length, alg=lsp.algorithm)
+    lsp = DecodeConfig.editor()  # the server's default decode: what an editor shows
+    cfg = replace(lsp, steps=min(lsp.steps, args.length))
     parts, done = [], 0
     for line in (Path(args.data) / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

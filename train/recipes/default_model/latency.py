@@ -26,7 +26,8 @@ import torch
 from coda_model.checkpoint import load_model
 from coda_model import DecodeConfig
 from coda_model.engine import Engine
-from coda_lsp.options import ServerOptions
+
+EDITOR = DecodeConfig.editor()   # what coda-lsp decodes with by default
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--length", type=int, default=32)
-    ap.add_argument("--threshold", type=float, default=0.9)
-    ap.add_argument("--server-steps", type=int, default=16, help="the LSP's default `steps` (max forwards per hole)")
+    ap.add_argument("--threshold", type=float, default=EDITOR.threshold)
+    ap.add_argument("--server-steps", type=int, default=EDITOR.steps, help="the LSP's default `steps` (max forwards per hole)")
     ap.add_argument("--server-blocks", default="",
                     help="also time the server decode with these block lengths, side by side (e.g. 32,16,8)")
     ap.add_argument("--threads", type=int, default=2)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return DecodeConfig(steps=min(args.server_steps, args.length), threshold=args.threshold, cache="dual",
                             block_length=block)
 
-    server = server_cfg(ServerOptions().block_length)
+    server = server_cfg(EDITOR.block_length)
     measure(engine, cases[:2], args.length, fast)  # warm-up
     res = {"model": args.model, "dtype": str(loaded.dtype), "cases": len(cases), "context_tokens": args.context,
            "hole_tokens": args.length, "threads": args.threads,

@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from coda_model.tokenizer import QWEN2_PATTERN, CodaTokenizer
+from coda_model.tokenizer import CodaTokenizer, with_qwen2_text_pipeline
 
 # CoDA's special tokens, in Qwen's order; ids 0..7 of our vocabulary.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>",
@@ -45,13 +45,7 @@ def read_texts(path: Path, max_bytes: int, seed: int = 0) -> list[str]:
 
 
 def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
-    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False, fuse_unk=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
+    tok = with_qwen2_text_pipeline(Tokenizer(models.BPE(unk_token=None, byte_fallback=False, fuse_unk=False)))
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
