@@ -35,10 +35,11 @@ class LspClient:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, argv: list[str], stderr_path: str, env: Optional[dict] = None, **kw: Any) -> "LspClient":
+    async def start(cls, argv: list[str], stderr_path: str, env: Optional[dict] = None, cwd: Optional[str] = None,
+                    **kw: Any) -> "LspClient":
         err = open(stderr_path, "wb")
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=err, env={**os.environ, **(env or {})}, limit=2**26)
+                                                    stderr=err, env={**os.environ, **(env or {})}, cwd=cwd, limit=2**26)
         err.close()
         return cls(proc, **kw)
 

@@ -325,9 +325,10 @@ class Soak:
                 "timeline": timeline}
 
 
-async def soak(cfg: SoakConfig, server_argv: list[str], stderr_path: str, env: Optional[dict] = None) -> dict:
+async def soak(cfg: SoakConfig, server_argv: list[str], stderr_path: str, env: Optional[dict] = None,
+               cwd: Optional[str] = None) -> dict:
     files = stdlib_files(cfg.files)
-    client = await LspClient.start(server_argv, stderr_path, env)
+    client = await LspClient.start(server_argv, stderr_path, env, cwd=cwd)
     init = {"processId": os.getpid(), "rootUri": None, "initializationOptions": cfg.options,
             "capabilities": {"textDocument": {"inlineCompletion": {}}, "window": {"workDoneProgress": True}},
             "clientInfo": {"name": "coda-bench soak", "version": "1"}}
@@ -359,10 +360,15 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="", help="suffix of the result file name (e.g. before / after)")
     p.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
                    help="run the server with CODA_LSP_TRACEMALLOC=FRAMES (coda/stats then diffs Python allocations)")
+    p.add_argument("--fast", action="store_true",
+                   help="a small decode (4 steps, 8 tokens, 256 context tokens) for slow or busy machines")
+    p.add_argument("--pythonpath", help="run the server's coda_lsp from this checkout (e.g. a baseline, side by side)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         options: dict[str, Any] = {"streaming": True, "device": "cpu"}
+        if args.fast:
+            options.update(steps=4, maxTokens=8, contextTokens=256)
         label = "default_model"
         if args.tiny:
             from coda_model.testing import find_shared_coda_dir, write_random_coda_dir
@@ -377,14 +383,17 @@ def main(argv=None) -> int:
             label = Path(args.model).name
         cfg = SoakConfig(ops=args.ops, max_seconds=args.max_seconds, files=args.files, max_open=args.max_open,
                          seed=args.seed, options=options)
-        env = {"CODA_LSP_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else None
+        env = {"CODA_LSP_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else {}
+        if args.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.pythonpath, os.environ.get("PYTHONPATH")]))
         stderr_path = str(Path(tmp) / "server.log")
-        result = asyncio.run(soak(cfg, [sys.executable, "-m", "coda_lsp.cli", "--log-level", "WARNING"], stderr_path, env))
+        argv = [sys.executable, "-m", "coda_lsp.cli", "--log-level", "WARNING"]
+        result = asyncio.run(soak(cfg, argv, stderr_path, env, cwd=args.pythonpath))
         log_tail = Path(stderr_path).read_text(errors="replace")[-2000:]
     name = f"soak_{label}{'_' + args.tag if args.tag else ''}.json"
     out = Path(args.out or RESULTS / name)
     result = {"benchmark": "soak", "model": label, "machine": platform.machine(), "python": platform.python_version(),
-              "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0],
+              "cpu_count": os.cpu_count(), "load_average_1m": os.getloadavg()[0], "server_code": args.pythonpath or "this checkout",
               "config": {k: v for k, v in asdict(cfg).items() if k != "options"}, "options": options | (
                   {"modelPath": "tiny random CoDA"} if args.tiny else {}), **result, "server_log_tail": log_tail}
     out.parent.mkdir(parents=True, exist_ok=True)

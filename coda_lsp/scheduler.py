@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
 from coda_lsp.cache_limits import BoundedLru, CacheLimits, text_bytes
+from coda_lsp.heap import release_free_memory
 
 
 class StepJob(Protocol):
@@ -39,12 +40,14 @@ class Ticket:
 
 
 class Scheduler:
-    def __init__(self) -> None:
+    def __init__(self, on_idle: Optional[Callable[[], Any]] = release_free_memory) -> None:
         # one worker: model steps never overlap, and a later job queues behind a dropped step
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coda-model")
         self._latest: dict[str, Ticket] = {}
         self._lock = asyncio.Lock()
         self.active = 0
+        self.queued = 0          # jobs debouncing, waiting for the worker or running
+        self.on_idle = on_idle   # run on the worker after the last queued job that used it
 
     def ticket(self, key: str) -> Ticket:
         """Register a new request for `key`, superseding the previous one (cancel-previous)."""
@@ -71,25 +74,36 @@ class Scheduler:
 
         `asyncio.CancelledError` ($/cancelRequest) propagates from the await of the running step.
         """
-        if debounce_ms > 0:
-            await asyncio.sleep(debounce_ms / 1000)
-            if ticket.stale:
-                return None
-        async with self._lock:
-            if ticket.stale or (abort is not None and abort()):
-                return None
-            self.active += not background
-            try:
-                job = await self.call(make_job)
-                while not job.done:
-                    partial = await self.call(job.step)
-                    if ticket.stale or (abort is not None and abort()):
-                        return None
-                    on_step(partial)
-                return job
-            finally:
-                self.active -= not background
-                self.release(ticket)
+        self.queued += 1
+        ran = False
+        try:
+            if debounce_ms > 0:
+                await asyncio.sleep(debounce_ms / 1000)
+                if ticket.stale:
+                    return None
+            async with self._lock:
+                if ticket.stale or (abort is not None and abort()):
+                    return None
+                self.active += not background
+                try:
+                    ran = True
+                    job = await self.call(make_job)
+                    while not job.done:
+                        partial = await self.call(job.step)
+                        if ticket.stale or (abort is not None and abort()):
+                            return None
+                        on_step(partial)
+                    return job
+                finally:
+                    self.active -= not background
+                    self.release(ticket)
+        finally:
+            self.queued -= 1
+            if ran and self.queued == 0 and self.on_idle is not None:
+                try:
+                    self.executor.submit(self.on_idle)   # after the job, before any later one
+                except RuntimeError:                     # shut down meanwhile
+                    pass
 
     def release(self, ticket: Ticket) -> None:
         """Forget a finished (or never run) request, unless a newer one took its key."""
