@@ -54,10 +54,19 @@ _IGNORED = object()
 
 
 class CodaProtocol(LanguageServerProtocol):
-    """pygls' protocol, but a request whose params do not parse gets an InvalidParams answer.
-
-    (pygls logs a traceback and never answers it, leaving the client waiting.)
+    """pygls' protocol, but a request whose params do not parse gets an InvalidParams answer
+    (pygls logs a traceback and never answers it, leaving the client waiting), and a finished
+    handler's future is always forgotten (see `_execute_handler`).
     """
+
+    def _execute_handler(self, msg_id: Any, handler: Any, callback: Any, args: Any = None, kwargs: Any = None):
+        """pygls 2.1 runs the user handler behind a builtin one (our async `coda.fillSelection` behind
+        `workspace/executeCommand`) under a fresh uuid in `_request_futures` and never removes it: one
+        finished task kept per command, forever (found by the soak). Forget every future once done."""
+        def forget_then(future: Any) -> None:
+            self._request_futures.pop(msg_id, None)
+            callback(future)
+        super()._execute_handler(msg_id, handler, forget_then, args, kwargs)
 
     def structure_message(self, data: Any) -> Any:
         try:
