@@ -5,6 +5,7 @@
     coda-bench load                    # peak RSS of loading the 1.7B shape
     coda-bench server                  # language-server latency
     coda-bench http                    # HTTP server: batched vs serial requests/s and latency
+    coda-bench soak                    # memory and latency over a long run of editing traffic
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -21,6 +22,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "server": ("coda_bench.server", "language-server latency"),
     "realsize": ("coda_bench.realsize", "the server's decode at the real 1.7B shape: cold, warm, AR, floor, agreement"),
     "http": ("coda_bench.http", "coda-lsp serve: requests/s and latency, batched vs one after another"),
+    "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),
 }
 
 

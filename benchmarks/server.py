@@ -102,7 +102,7 @@ async def bench_overhead(model_dir: str, text: str, n: int) -> dict:
     for i in range(n + 3):
         line = rng.randrange(20, doc.line_count - 20)
         col = rng.choice([len(doc.line_text(line)), len(doc.line_text(line)) // 2])
-        svc.result_cache = type(svc.result_cache)()
+        svc.result_cache.clear()
         svc.type_cache.clear()
         partials = []
         res = await svc.complete(doc.uri, Pos(line, col), on_partial=partials.append)

@@ -17,6 +17,7 @@ import bisect
 import copy
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -287,3 +288,9 @@ class DocumentStore:
 
     def __len__(self) -> int:
         return len(self._docs)
+
+    def stats(self) -> dict[str, int]:
+        """What the open documents hold (the client bounds their number by opening and closing)."""
+        docs = list(self._docs.values())
+        return {"open": len(docs), "trees": sum(d._tree is not None for d in docs),
+                "text_bytes": sum(sys.getsizeof(d.text) for d in docs)}

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
+
+from coda_lsp.cache_limits import BoundedLru, CacheLimits, text_bytes
+from coda_lsp.heap import release_free_memory
 
 
 class StepJob(Protocol):
@@ -38,7 +40,7 @@ class Ticket:
 
 
 class Scheduler:
-    def __init__(self) -> None:
+    def __init__(self, on_idle: Optional[Callable[[], Any]] = release_free_memory) -> None:
         # one worker: model steps never overlap, and a later job queues behind a dropped step
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coda-model")
         self._latest: dict[str, Ticket] = {}
@@ -46,6 +48,8 @@ class Scheduler:
         self.active = 0
         self.waiting = 0        # real (not background) runs waiting for the model: background runs yield to them
         self.steps_run = 0      # denoise steps run on the worker, all jobs (tests count steps, not seconds)
+        self.queued = 0          # jobs debouncing, waiting for the worker or running
+        self.on_idle = on_idle   # run on the worker after the last queued job that used it
 
     def ticket(self, key: str) -> Ticket:
         """Register a new request for `key`, superseding the previous one (cancel-previous)."""
@@ -74,40 +78,65 @@ class Scheduler:
 
         `asyncio.CancelledError` ($/cancelRequest) propagates from the await of the running step.
         """
-        if debounce_ms > 0:
-            await asyncio.sleep(debounce_ms / 1000)
-            if ticket.stale:
-                return None
-        self.waiting += not background
+        self.queued += 1
+        ran = False
         try:
-            await self._lock.acquire()
-        finally:
-            self.waiting -= not background
-        try:
-            if ticket.stale or (abort is not None and abort()) or (background and self.waiting):
-                return None
-            self.active += not background
+            if debounce_ms > 0:
+                await asyncio.sleep(debounce_ms / 1000)
+                if ticket.stale:
+                    return None
+            self.waiting += not background
             try:
-                job = await self.call(make_job)
-                while not job.done:
-                    partial = await self.call(self._step, job)
-                    if ticket.stale or (abort is not None and abort()):
-                        getattr(job, "close", lambda: None)()   # a remote job stops its stream
-                        return None
-                    if background and self.waiting:   # a real request preempts speculation within one step
-                        return None
-                    on_step(partial)
-                return job
+                await self._lock.acquire()
             finally:
-                self.active -= not background
+                self.waiting -= not background
+            try:
+                if ticket.stale or (abort is not None and abort()) or (background and self.waiting):
+                    return None
+                self.active += not background
+                try:
+                    ran = True
+                    job = await self.call(make_job)
+                    while not job.done:
+                        partial = await self.call(self._step, job)
+                        if ticket.stale or (abort is not None and abort()):
+                            getattr(job, "close", lambda: None)()   # a remote job stops its stream
+                            return None
+                        if background and self.waiting:   # a real request preempts speculation within one step
+                            return None
+                        on_step(partial)
+                    return job
+                finally:
+                    self.active -= not background
+            finally:
+                self._lock.release()
+                self.release(ticket)
         finally:
-            self._lock.release()
-            if self._latest.get(ticket.key) is ticket:
-                del self._latest[ticket.key]
+            self.queued -= 1
+            if ran and self.queued == 0 and self.on_idle is not None:
+                try:
+                    self.executor.submit(self.on_idle)   # after the job, before any later one
+                except RuntimeError:                     # shut down meanwhile
+                    pass
 
     def _step(self, job: StepJob) -> Any:
         self.steps_run += 1
         return job.step()
+
+    def release(self, ticket: Ticket) -> None:
+        """Forget a finished (or never run) request, unless a newer one took its key."""
+        if self._latest.get(ticket.key) is ticket:
+            del self._latest[ticket.key]
+
+    def forget(self, keys: list[str]) -> None:
+        """Stop and forget every request under `keys` (a closed document's)."""
+        for key in keys:
+            self.supersede(key)
+            self._latest.pop(key, None)
+
+    def __len__(self) -> int:
+        """Requests registered (running, waiting or debouncing)."""
+        return len(self._latest)
 
     def shutdown(self) -> None:
         for t in self._latest.values():
@@ -124,28 +153,31 @@ class CachedCompletion:
     after: str                  # text from the hole start on (a window)
     items: list[str]
 
+    def size_bytes(self) -> int:
+        return text_bytes([self.before, self.after, *self.items]) + 200   # + the object and its list
 
-class TypeThroughCache:
-    """Completions by position; a lookup after typing a prefix of an item returns the rest of it."""
+
+class TypeThroughCache(BoundedLru):
+    """Completions by position; a lookup after typing a prefix of an item returns the rest of it.
+
+    One entry per document (the last completion there), bounded by `CacheLimits.type_through_*`."""
 
     WINDOW = 2000
 
-    def __init__(self, max_entries: int = 64) -> None:
-        self._entries: OrderedDict[str, CachedCompletion] = OrderedDict()
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = CacheLimits.type_through_entries,
+                 max_bytes: int = CacheLimits.type_through_bytes) -> None:
+        super().__init__(max_entries, max_bytes)
 
     def put(self, uri: str, text: str, start: int, end: int, items: list[str]) -> None:
         if not items:
             return
-        self._entries[uri] = CachedCompletion(uri, start, end - start, text[max(0, start - self.WINDOW):start],
-                                              text[start:start + self.WINDOW], list(items))
-        self._entries.move_to_end(uri)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        entry = CachedCompletion(uri, start, end - start, text[max(0, start - self.WINDOW):start],
+                                 text[start:start + self.WINDOW], list(items))
+        self.store(uri, uri, entry, entry.size_bytes())
 
     def get(self, uri: str, text: str, cursor: int) -> Optional[tuple[list[str], int]]:
         """(remaining items, replace length) when the text typed since the entry is a prefix of its items."""
-        e = self._entries.get(uri)
+        e = self.lookup(uri)
         if e is None or cursor < e.start or cursor - e.start > 512:
             return None
         if text[max(0, e.start - self.WINDOW):e.start] != e.before:
@@ -158,32 +190,70 @@ class TypeThroughCache:
             return None
         return items, e.replace_len
 
-    def clear(self, uri: Optional[str] = None) -> None:
-        if uri is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(uri, None)
 
+class ResultCache(BoundedLru):
+    """LRU of final items by a hash of the exact model input (prompt ids, length, decode settings).
 
-class ResultCache:
-    """LRU of final items by a hash of the exact model input (prompt ids, length, decode settings)."""
+    Each entry remembers the document it was computed for, so closing that document drops it."""
 
-    def __init__(self, max_entries: int = 256) -> None:
-        self._data: OrderedDict[str, list[str]] = OrderedDict()
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = CacheLimits.result_entries, max_bytes: int = CacheLimits.result_bytes) -> None:
+        super().__init__(max_entries, max_bytes)
 
     @staticmethod
     def key(*parts: Any) -> str:
         return hashlib.sha1(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
     def get(self, key: str) -> Optional[list[str]]:
-        if key in self._data:
-            self._data.move_to_end(key)
-            return list(self._data[key])
-        return None
+        hit = self.lookup(key)
+        return None if hit is None else list(hit)
 
-    def put(self, key: str, items: list[str]) -> None:
-        self._data[key] = list(items)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+    def put(self, key: str, items: list[str], uri: str = "") -> None:
+        self.store(key, uri, list(items), text_bytes(items) + 120 + 8 * len(items))
+
+
+class Speculations:
+    """Speculative runs in flight by result key, so a real request for the same hole joins one.
+
+    Bounded by count (`CacheLimits.speculations`): each run holds a fork of its document until it
+    ends. `drop(uri)` resolves a closed document's runs to None at once (joiners compute for
+    themselves); the runs themselves stop at their next step (the scheduler supersedes them)."""
+
+    max_bytes = None
+
+    def __init__(self, max_entries: int = CacheLimits.speculations) -> None:
+        self.max_entries = max_entries
+        self._runs: dict[str, tuple[str, "asyncio.Future[Optional[list[str]]]", int]] = {}
+
+    def start(self, key: str, uri: str, nbytes: int) -> Optional["asyncio.Future[Optional[list[str]]]"]:
+        """A future to resolve with the run's texts, or None when at the bound or already running."""
+        if key in self._runs or len(self._runs) >= self.max_entries:
+            return None
+        fut: asyncio.Future[Optional[list[str]]] = asyncio.get_running_loop().create_future()
+        self._runs[key] = (uri, fut, nbytes)
+        return fut
+
+    def finish(self, key: str, texts: Optional[list[str]]) -> None:
+        run = self._runs.pop(key, None)
+        if run is not None and not run[1].done():
+            run[1].set_result(texts)
+
+    def joinable(self, key: str) -> Optional["asyncio.Future[Optional[list[str]]]"]:
+        run = self._runs.get(key)
+        return run[1] if run is not None else None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._runs
+
+    def drop(self, uri: str) -> None:
+        for key in [k for k, run in self._runs.items() if run[0] == uri]:
+            self.finish(key, None)
+
+    def clear(self) -> None:
+        for key in list(self._runs):
+            self.finish(key, None)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def size_bytes(self) -> int:
+        return sum(run[2] for run in self._runs.values())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from coda_lsp import pipeline
+from coda_lsp.cache_limits import CacheLimits, CacheSet
 from coda_lsp.context import CompletionContext
 from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.calibrate import calibrated
@@ -29,7 +30,7 @@ from coda_lsp.http.remote import RemoteEngine, RemoteUnavailable
 from coda_lsp.loading import LoadedEngine, context_store, open_engine, set_cpu_threads
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
-from coda_lsp.scheduler import ResultCache, Scheduler, TypeThroughCache
+from coda_lsp.scheduler import ResultCache, Scheduler, Speculations, TypeThroughCache
 from coda_lsp.stats import StatsRecorder
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,31 @@ class CompletionService:
     options: ServerOptions = field(default_factory=ServerOptions)
     docs: DocumentStore = field(default_factory=DocumentStore)
     scheduler: Scheduler = field(default_factory=Scheduler)
-    type_cache: TypeThroughCache = field(default_factory=TypeThroughCache)
-    result_cache: ResultCache = field(default_factory=ResultCache)
+    limits: CacheLimits = field(default_factory=CacheLimits)
     model: Optional[LoadedEngine] = None    # or a RemoteEngine (options.engine): the same jobs, decoded elsewhere
     state: str = "loading"                  # loading | ready | error
     message: str = ""
     remote_error: str = ""                  # the remote engine's last failure ("" = it answered); one status line
-    speculations: dict[str, "asyncio.Future[Optional[list[Candidate]]]"] = field(default_factory=dict)  # by result key
     stats: StatsRecorder = field(default_factory=StatsRecorder)   # local acceptance statistics
     background: set = field(default_factory=set)   # running speculation / settings tasks (kept referenced)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        lim = self.limits
+        self.type_cache = TypeThroughCache(lim.type_through_entries, lim.type_through_bytes)
+        self.result_cache = ResultCache(lim.result_entries, lim.result_bytes)
+        self.speculations = Speculations(lim.speculations)   # by result key
+        self.caches = CacheSet(type_through=self.type_cache, result=self.result_cache, speculations=self.speculations)
+
+    def memory_report(self) -> dict[str, Any]:
+        """Sizes against bounds, for `coda/stats`."""
+        caches = self.caches.stats()
+        contexts = self.context_store()
+        if contexts is not None:   # bounded by contextCacheMb and its own entry limit
+            caches["context_kv"] = {"entries": len(contexts), "bytes": contexts.size_bytes(),
+                                    "max_entries": contexts.max_entries, "max_bytes": contexts.max_bytes}
+        return {"caches": caches, "documents": self.docs.stats(),
+                "in_flight": {"tickets": len(self.scheduler), "background_tasks": len(self.background)}}
 
     def next_id(self, kind: str = "c") -> str:
         return f"{kind}{next(self._ids)}"
@@ -115,7 +131,7 @@ class CompletionService:
         `reload` when the model itself changed (the caller starts the load, with its progress)."""
         old = self.options
         self.options, warnings = merge_options(old, raw)
-        self.result_cache = ResultCache(self.result_cache.max_entries)
+        self.result_cache.clear()
         self.type_cache.clear()
         reload = any(getattr(old, k) != getattr(self.options, k) for k in MODEL_FIELDS)
         if reload:
@@ -144,10 +160,17 @@ class CompletionService:
         return pipeline.build_context(doc, start, end, self.options, self.docs.others(doc.uri, doc.language))
 
     def close(self, uri: str) -> None:
+        """didClose: the document and everything kept for it (cache entries, speculations, requests) go."""
         self.docs.close(uri)
-        self.type_cache.clear(uri)
-        if getattr(self.model, "contexts", None) is not None:
-            self.model.contexts.drop(uri)   # its context K/V are freed with the document
+        self.caches.drop(uri)
+        self.scheduler.forget([uri, f"fill:{uri}", f"speculate:{uri}"])
+        contexts = self.context_store()
+        if contexts is not None:
+            contexts.drop(uri)   # its context K/V are freed with the document
+
+    def context_store(self):
+        """The loaded model's per-document context K/V store (None: remote engine, not loaded, or turned off)."""
+        return getattr(self.model, "contexts", None)
 
     # --- requests --------------------------------------------------------------------------------------
     async def complete(self, uri: str, pos: Pos, *, invoked: bool = False,
@@ -220,16 +243,19 @@ class CompletionService:
         request = pipeline.infer_request(ctx, self.options, num_candidates, rid, document=uri)
         cache_key = request.cache_key()
         texts, source, job = self.result_cache.get(cache_key), "cache", None
-        if texts is None and cache_key in self.speculations:   # computed ahead for exactly this hole: join it
-            texts, source = await asyncio.shield(self.speculations[cache_key]), "speculation"
+        joinable = self.speculations.joinable(cache_key) if texts is None else None
+        if joinable is not None:   # computed ahead for exactly this hole: join it
+            texts, source = await asyncio.shield(joinable), "speculation"
             if ticket.stale:
                 return None
+        if texts is not None:
+            self.scheduler.release(ticket)
         if texts is None:
             job = await self._decode(request, ticket, debounce_ms, ctx, (uri, version, start, end), on_partial)
             if job is None:
                 return None
             texts, source = job.candidates(), "model"
-            self.result_cache.put(cache_key, texts)
+            self.result_cache.put(cache_key, texts, uri)
         t_post = time.perf_counter()
         if num_candidates > 1:   # invoked: the greedy suggestion computed before (if any) stays first
             texts = (self.result_cache.get(pipeline.infer_request(ctx, self.options, 1).cache_key()) or []) + texts
@@ -297,7 +323,10 @@ class CompletionService:
         request = pipeline.infer_request(self.context(accepted, ctx.start + len(item)), self.options, 1,
                                          self.next_id("s"), document=uri)
         key = request.cache_key()
-        if key in self.speculations or self.result_cache.get(key) is not None:
+        if self.result_cache.get(key) is not None:
+            return
+        done = self.speculations.start(key, uri, 2 * len(accepted.text))
+        if done is None:   # already running, or as many runs as the bound allows
             return
         ticket = self.scheduler.ticket(f"speculate:{uri}")
         lm = self.model
@@ -306,15 +335,13 @@ class CompletionService:
             current = self.docs.get(uri)
             return current is None or (current.text != seen and current.text != accepted.text)
 
-        done: asyncio.Future[Optional[list[Candidate]]] = asyncio.get_running_loop().create_future()
-        self.speculations[key] = done
         texts = None
         try:
             job = await self.scheduler.run(ticket, lambda: pipeline.infer(lm, request), lambda _partial: None, 0,
                                            abort=diverged, background=True)
             if job is not None:
                 texts = job.candidates()
-                self.result_cache.put(key, texts)
+                self.result_cache.put(key, texts, uri)
                 log.debug("[%s] speculated the completion after accepting %r: %r", request.request_id, item[:40],
                           texts[:1])
         except RemoteUnavailable as exc:   # the next real request reports it
@@ -322,8 +349,7 @@ class CompletionService:
         except Exception:   # a background run never surfaces; the real request computes it again
             log.exception("[%s] speculative completion failed", request.request_id)
         finally:
-            del self.speculations[key]
-            done.set_result(texts)
+            self.speculations.finish(key, texts)
 
     def _background(self, coro) -> None:
         task = asyncio.ensure_future(coro)

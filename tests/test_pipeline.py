@@ -99,7 +99,7 @@ async def _service_items(cases: list[dict]) -> list:
             out.append((r.items[:1] if case["invoked"] else r.items) if r else None)
             if case["invoked"]:
                 svc.close(uri)
-                svc.result_cache = type(svc.result_cache)()
+                svc.result_cache.clear()
     finally:
         svc.shutdown()
     return out

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 
 def register_all(server) -> None:
-    from coda_lsp.handlers import accepted, fill, inline, lifecycle, sync
-    for module in (lifecycle, sync, inline, fill, accepted):
+    from coda_lsp.handlers import accepted, fill, inline, lifecycle, stats, sync
+    for module in (lifecycle, sync, inline, fill, accepted, stats):
         module.register(server)
