@@ -103,7 +103,7 @@ class RawServer:
     (None, "did not answer within"),
     (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello", "garbage"),
     (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: denoise\ndata: {oops\n\n", "garbage"),
-    (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n", "closed the stream"),
+    (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n", "closed the (stream|connection)"),
     (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 62\r\n\r\n"
      b'{"error":{"code":503,"message":"Loading model","type":"x"}}   ', "HTTP 503: Loading model"),
 ], ids=["slow", "not-sse", "bad-json", "empty", "loading"])

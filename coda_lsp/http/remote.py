@@ -52,7 +52,7 @@ class RemoteEngine:
             return str(exc)
         if isinstance(exc, httpx.ConnectError):
             return f"remote engine {self.url} is not reachable ({exc.__class__.__name__})"
-        if isinstance(exc, httpx.RemoteProtocolError):
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):   # a reset is the same as a close
             return f"remote engine {self.url} closed the connection mid-answer"
         if isinstance(exc, httpx.TimeoutException):
             return f"remote engine {self.url} did not answer within {self.read_s:g}s"
