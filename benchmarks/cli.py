@@ -6,6 +6,7 @@
     coda-bench server                  # language-server latency
     coda-bench http                    # HTTP server: batched vs serial requests/s and latency
     coda-bench soak                    # memory and latency over a long run of editing traffic
+    coda-bench latency                 # what an editor waits for vs the engine's decode of the same hole
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -23,6 +24,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "realsize": ("coda_bench.realsize", "the server's decode at the real 1.7B shape: cold, warm, AR, floor, agreement"),
     "http": ("coda_bench.http", "coda-lsp serve: requests/s and latency, batched vs one after another"),
     "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),
+    "latency": ("coda_bench.editor_latency", "a real LSP client's wait, fresh and after a keystroke, vs the engine alone"),
 }
 
 
