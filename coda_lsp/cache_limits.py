@@ -30,9 +30,9 @@ class CacheLimits:
     type_through_bytes: int = 4 * MiB
     # speculative runs waiting for or on the worker; each holds a fork of its document (text + tree)
     speculations: int = 4
-    # per-document context K/V (prefix/suffix keys and values kept across requests): the big one
-    context_kv_entries: int = 8
-    context_kv_bytes: int = 512 * MiB
+    # per-document context K/V (prefix/suffix keys and values kept across requests): the big one. Its byte
+    # bound is the `contextCacheMb` setting (ServerOptions.context_cache_mb), so it is not restated here
+    context_kv_entries: int = 16
 
 
 class SizedCache(Protocol):

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from coda_model import ModelLoadError, default_model_path
 from coda_model.hub import resolve_model_ref
 
+from coda_lsp.cache_limits import CacheLimits
 from coda_lsp.options import ServerOptions
 
 
@@ -87,16 +88,13 @@ def load_engine(options: ServerOptions) -> LoadedEngine:
                         context_store(options.context_cache_mb))
 
 
-MAX_CONTEXT_DOCUMENTS = 16   # entries of the context store; `contextCacheMb` bounds their bytes
-
-
 def context_store(megabytes: int):
-    """The per-document context K/V store: at most MAX_CONTEXT_DOCUMENTS documents and `megabytes` MB
+    """The per-document context K/V store: at most `CacheLimits.context_kv_entries` documents and `megabytes` MB
     (least recently used dropped first; one entry over the bound is still kept), None when 0."""
     if megabytes <= 0:
         return None
     from coda_model.context_reuse import ContextStore
-    return ContextStore(max_entries=MAX_CONTEXT_DOCUMENTS, max_bytes=megabytes * 2**20)
+    return ContextStore(max_entries=CacheLimits.context_kv_entries, max_bytes=megabytes * 2**20)
 
 
 def open_engine(options: ServerOptions) -> Any:

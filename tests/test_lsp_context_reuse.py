@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from coda_lsp.documents import Pos, TextChange
-from coda_lsp.loading import MAX_CONTEXT_DOCUMENTS
+from coda_lsp.cache_limits import CacheLimits
 from coda_lsp.options import ServerOptions
 from coda_lsp.service import CompletionService
 
@@ -49,13 +49,13 @@ async def test_a_keystroke_reuses_the_documents_context_and_close_frees_it(tiny_
 async def test_memory_stays_bounded_with_many_open_documents(tiny_model_dir):
     svc = await started(options(tiny_model_dir, context_cache_mb=1))
     try:
-        for n in range(MAX_CONTEXT_DOCUMENTS + 4):
+        for n in range(CacheLimits.context_kv_entries + 4):
             uri = f"file:///doc{n}.py"
             svc.docs.open(uri, CODE.replace("area", f"area{n}"), 1, "python")
             await svc.complete(uri, CURSOR)
         store = svc.model.contexts
-        one = store.get(f"file:///doc{MAX_CONTEXT_DOCUMENTS + 3}.py").nbytes
-        assert len(store) <= MAX_CONTEXT_DOCUMENTS
+        one = store.get(f"file:///doc{CacheLimits.context_kv_entries + 3}.py").nbytes
+        assert len(store) <= CacheLimits.context_kv_entries
         assert store.size_bytes() <= max(2**20, one)
         assert "file:///doc0.py" not in store          # least recently used went first
     finally:
