@@ -134,12 +134,13 @@ def main(name: str, argv: Sequence[str]) -> int:
     options = options_from(args, p)
     from coda_lsp.loading import ModelUnavailable, load_engine
     try:
-        lm = load_engine(options)
+        lm = load_engine(options, remeasure=True)   # the kernel table is measured again, and cached
     except (ModelUnavailable, Exception) as exc:   # ModelLoadError and friends carry their own fix
         print(f"coda-lsp {name}: model not loaded: {exc}", file=sys.stderr)
         return 2
     costs = measure_costs(lm.engine)
-    out: dict = {"model": str(lm.path), "device": lm.device, "dtype": lm.dtype, "costs": asdict(costs)}
+    out: dict = {"model": str(lm.path), "device": lm.device, "dtype": lm.dtype, "kernel": lm.kernel_report(),
+                 "costs": asdict(costs)}
     budgets = [options.latency_budget_ms] if options.latency_budget_ms else [150, 300, 1000, 3000]
     out["choices"] = {str(b): asdict(choose(b, costs, hole=options.max_tokens, vicinity=options.decode.vicinity or 0))
                       for b in budgets}

@@ -137,7 +137,7 @@ def run_oneshot(command: str, argv: Sequence[str]) -> int:
         print(f"coda-lsp {command}: model not loaded: {exc}", file=sys.stderr)
         return 2
     where = f"remote engine {options.engine}" if options.engine else \
-        f"{lm.path.name} on {lm.device} ({lm.dtype}) loaded in {lm.load_s:.1f}s"
+        f"{lm.describe()} loaded in {lm.load_s:.1f}s"
     print(f"coda-lsp: {where}", file=sys.stderr)
 
     def show(partial) -> None:
@@ -216,6 +216,7 @@ SUBCOMMANDS = {
     "calibrate": "coda_lsp.calibrate:main",
     "stats": "coda_lsp.stats:main",
     "models": "coda_lsp.models_cmd:main",
+    "quantize": "coda_lsp.quantize_cmd:main",
     "serve": "coda_lsp.http.serve:main",
 }
 

@@ -50,42 +50,82 @@ class LoadedEngine:
     dtype: str
     load_s: float
     contexts: Any = None        # coda_model.context_reuse.ContextStore: context K/V by document URI, or None (off)
+    kernel: str = ""            # float32 | bfloat16 | int8 (coda_model.kernels)
+    kernel_note: str = ""       # what was chosen and why, one line (the status line shows it)
+    threads: Optional[int] = None   # threads for a request the user waits on (None: not a CPU choice)
+    choice: Any = None              # coda_model.kernels.KernelChoice: the measurements behind `kernel`
+
+    def describe(self) -> str:
+        return f"{self.path.name} on {self.device} ({self.kernel_note or self.dtype})"
+
+    def kernel_report(self) -> dict:
+        """The kernel table for `coda-lsp calibrate`: each candidate's predicted step / refresh and error."""
+        c = self.choice
+        if c is None:
+            return {"kernel": self.kernel or self.dtype}
+        from dataclasses import asdict
+        return {"kernel": c.kernel.name, "threads": c.threads, "reason": c.summary(), "cached": c.cached,
+                "candidates": [asdict(m) for m in c.measured], "step_ms_by_threads": c.thread_ms}
 
 
-def cpu_threads(requested: Optional[int]) -> int:
-    """Threads for the model's CPU ops: the setting, else OMP_NUM_THREADS, else half the cores.
+def kernel_cache_path() -> Path:
+    """Where load-time kernel measurements are kept, per model and CPU: platformdirs' user cache
+    (CODA_KERNEL_CACHE names another file; the tests use one of their own)."""
+    if os.environ.get("CODA_KERNEL_CACHE"):
+        return Path(os.environ["CODA_KERNEL_CACHE"])
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("coda-lsp", appauthor=False)) / "kernels.json"
 
-    Why not every core (torch's default): an op split over all cores waits for its slowest thread, so a
-    single core busy with anything else (a build, the browser, a test run) stalls every denoising step.
-    Measured on a 2-core machine with one core busy: 16 steps of the default model took 0.24 s with one
-    thread and 5.0 s with two. On an idle machine, two threads were only 1.5x faster than one."""
+
+def cpu_threads(requested: Optional[int]) -> Optional[int]:
+    """Threads for a request: the setting, else OMP_NUM_THREADS, else None (measured at load: every
+    physical core unless fewer were as fast, as on a machine with a busy core, where one straggling
+    thread stalls every step: measured 5.0 s vs 0.24 s for 16 steps of the default model)."""
     if requested:
         return requested
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, (os.cpu_count() or 2) // 2)
+    return None
 
 
 def set_cpu_threads(requested: Optional[int]) -> int:
-    """Give torch `cpu_threads(requested)`; call it on the worker thread that decodes."""
+    """Give torch `cpu_threads(requested)` (or every physical core); call it on the worker thread that decodes."""
     import torch
-    threads = cpu_threads(requested)
+    from coda_model.kernels import physical_cores
+    threads = cpu_threads(requested) or physical_cores()
     torch.set_num_threads(threads)
     return threads
 
 
-def load_engine(options: ServerOptions) -> LoadedEngine:
-    """Blocking: import torch + the engine and load the model (run it on the worker thread that decodes)."""
+def load_engine(options: ServerOptions, remeasure: bool = False) -> LoadedEngine:
+    """Blocking: import torch + the engine and load the model (run it on the worker thread that decodes).
+
+    A quantized directory made from another model falls back to its recorded source in fp32 (said in
+    `kernel_note`) when that source is still on disk."""
     path = resolve_model_path(options.model_path)
     t0 = time.perf_counter()
     set_cpu_threads(options.threads)
     from coda_model.checkpoint import load_model
     from coda_model.engine import Engine
-    loaded = load_model(path, device=options.device, dtype=options.dtype)
-    return LoadedEngine(Engine(loaded), loaded.tokenizer, path, str(loaded.device),
+    from coda_model.quantized import QuantizedMismatch
+    fallback = ""
+    try:
+        loaded = load_model(path, device=options.device, dtype=options.dtype, quantize=options.quantize,
+                            kernel_cache=kernel_cache_path(), threads=cpu_threads(options.threads),
+                            remeasure=remeasure)
+    except QuantizedMismatch as exc:
+        if exc.source is None or not (exc.source / "config.json").is_file():
+            raise
+        fallback = f"{exc}; using its source {exc.source} in float32"
+        loaded = load_model(exc.source, device=options.device, dtype="float32", quantize="none")
+    choice = loaded.kernel
+    note = choice.summary() if choice else str(loaded.dtype).replace("torch.", "")
+    note = f"{note}; {fallback}" if fallback else note
+    return LoadedEngine(Engine(loaded), loaded.tokenizer, loaded.path, str(loaded.device),
                         str(loaded.dtype).replace("torch.", ""), time.perf_counter() - t0,
-                        context_store(options.context_cache_mb))
+                        context_store(options.context_cache_mb), kernel=loaded.kernel_name, kernel_note=note,
+                        threads=choice.threads if choice else None, choice=choice)
 
 
 def context_store(megabytes: int):

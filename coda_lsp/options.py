@@ -23,13 +23,15 @@ from coda_lsp.stats import STATS_MODES
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+QUANTIZE = ("auto", "none", "int8")
 
 
 @dataclass(frozen=True)
 class ServerOptions:
     model_path: Optional[str] = None     # CoDA directory; None = the embedded default model
     device: str = "auto"                 # auto | cpu | cuda | mps
-    dtype: str = "auto"                  # auto | float32 | bfloat16 (never float16 on CPU: the loader decides)
+    dtype: str = "auto"                  # auto | float32 | bfloat16; auto on a CPU = measured at load (coda_model.kernels)
+    quantize: str = "auto"               # auto | none | int8 (CPU: int8 weights + per-token int8 activations)
     decode: DecodeConfig = field(default_factory=DecodeConfig.editor)   # how a hole is denoised
     max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(24, this)
     debounce_ms: int = 75                # wait after an automatic trigger before running the model
@@ -37,7 +39,7 @@ class ServerOptions:
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
     streaming: bool = False              # send coda/partialCompletion notifications
     speculate: bool = True               # after a completion, compute the one that follows accepting it
-    threads: Optional[int] = None        # CPU threads for the model; None = OMP_NUM_THREADS, else half the cores
+    threads: Optional[int] = None        # CPU threads for a request; None = OMP_NUM_THREADS, else measured at load
     context_cache_mb: int = 512          # context K/V kept across requests, all documents (0 = recompute every time)
     latency_budget_ms: Optional[int] = None   # measure at load, then fit context/steps/block to it (coda_lsp.calibrate)
     # confidence gate, defaults measured on the default model's held-out lines (docs/suggestions.md)
@@ -148,7 +150,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("modelPath", "model_path", "model directory or Hugging Face repo id in the local cache (CoDA, Dream, "
                                        "LLaDA; default: the embedded default model)", _path, flag="--model"),
     Setting("device", "device", f"{' | '.join(DEVICES)}", _choice(DEVICES)),
-    Setting("dtype", "dtype", "auto | float32 | bfloat16 (fp16 is never used on a CPU)", _choice(DTYPES)),
+    Setting("dtype", "dtype", "auto | float32 | bfloat16 (auto on a CPU: the fastest kernel measured at load that "
+                              "agrees with fp32; fp16 is never used on a CPU)", _choice(DTYPES)),
+    Setting("quantize", "quantize", "auto | none | int8: int8 weights and per-token int8 activations on a CPU "
+                                    "(auto: used when measured fastest at load)", _choice(QUANTIZE)),
     Setting("steps", "decode.steps", "max denoise steps per hole"),
     Setting("maxTokens", "max_tokens", "length budget of a block hole (line holes use min(24, this))", _positive_int),
     Setting("algorithm", "decode.alg", f"unmasking order: {' | '.join(ALGORITHMS)}"),
@@ -168,8 +173,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("streaming", "streaming", "send coda/partialCompletion at every denoise step", _bool, flag=""),
     Setting("speculate", "speculate", "compute the completion after accepting the current one, before Tab",
             _bool, flag=""),
-    Setting("threads", "threads", "CPU threads for the model (default: OMP_NUM_THREADS, else half the cores, so "
-                                  "a busy core does not stall every step)", _optional(_positive_int)),
+    Setting("threads", "threads", "CPU threads for a request the user waits on (default: OMP_NUM_THREADS, else "
+                                  "the count measured fastest at load; speculation always runs on one)",
+            _optional(_positive_int)),
     Setting("contextCacheMb", "context_cache_mb", "MB of context keys/values kept across requests (per document, "
                                                   "least recently used dropped first; 0 = off)", _non_negative_int),
     Setting("latencyBudgetMs", "latency_budget_ms", "measure this device at load and pick context tokens, steps and "

@@ -39,6 +39,24 @@ class Ticket:
         return self.superseded.is_set()
 
 
+@dataclass
+class ThreadPolicy:
+    """CPU threads per job: a request the user waits on gets `foreground` (measured at load: every
+    physical core unless fewer were as fast), speculation and other background work get one, so they
+    never hold cores that a real request then waits for. Applied on the worker thread at job start."""
+    foreground: Optional[int] = None     # None: leave the thread count as loading set it
+    background: int = 1
+    current: Optional[int] = None
+
+    def use(self, background: bool) -> None:
+        n = self.background if background else self.foreground
+        if n is None or n == self.current:
+            return
+        import torch   # the worker only runs jobs once a model is loaded
+        torch.set_num_threads(n)
+        self.current = n
+
+
 class Scheduler:
     def __init__(self, on_idle: Optional[Callable[[], Any]] = release_free_memory) -> None:
         # one worker: model steps never overlap, and a later job queues behind a dropped step
@@ -50,6 +68,7 @@ class Scheduler:
         self.steps_run = 0      # denoise steps run on the worker, all jobs (tests count steps, not seconds)
         self.queued = 0          # jobs debouncing, waiting for the worker or running
         self.on_idle = on_idle   # run on the worker after the last queued job that used it
+        self.threads = ThreadPolicy()
 
     def ticket(self, key: str) -> Ticket:
         """Register a new request for `key`, superseding the previous one (cancel-previous)."""
@@ -96,7 +115,7 @@ class Scheduler:
                 self.active += not background
                 try:
                     ran = True
-                    job = await self.call(make_job)
+                    job = await self.call(self._start, make_job, background)
                     while not job.done:
                         partial = await self.call(self._step, job)
                         if ticket.stale or (abort is not None and abort()):
@@ -118,6 +137,10 @@ class Scheduler:
                     self.executor.submit(self.on_idle)   # after the job, before any later one
                 except RuntimeError:                     # shut down meanwhile
                     pass
+
+    def _start(self, make_job: Callable[[], StepJob], background: bool) -> StepJob:
+        self.threads.use(background)
+        return make_job()
 
     def _step(self, job: StepJob) -> Any:
         self.steps_run += 1

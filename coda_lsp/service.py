@@ -27,14 +27,14 @@ from coda_lsp.documents import Document, DocumentStore, Pos
 from coda_lsp.calibrate import calibrated
 from coda_lsp.gate import Candidate, hidden_note
 from coda_lsp.http.remote import RemoteEngine, RemoteUnavailable
-from coda_lsp.loading import LoadedEngine, context_store, open_engine, set_cpu_threads
+from coda_lsp.loading import LoadedEngine, context_store, cpu_threads, open_engine
 from coda_lsp.options import ServerOptions, merge_options
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, Speculations, TypeThroughCache
 from coda_lsp.stats import StatsRecorder
 
 log = logging.getLogger(__name__)
-MODEL_FIELDS = ("model_path", "device", "dtype", "engine")   # a change of these reloads the model (or remote)
+MODEL_FIELDS = ("model_path", "device", "dtype", "quantize", "engine")   # a change of these reloads the model (or remote)
 OnPartial = Optional[Callable[[PartialEvent], None]]
 
 
@@ -105,7 +105,8 @@ class CompletionService:
             log.error("%s", self.message)
             return
         m = self.model
-        self.state, self.message = "ready", f"model {m.path.name} on {m.device} ({m.dtype}), loaded in {m.load_s:.1f}s"
+        self.scheduler.threads.foreground = m.threads
+        self.state, self.message = "ready", f"model {m.describe()}, loaded in {m.load_s:.1f}s"
         log.info("%s", self.message)
 
     async def calibrate(self) -> None:
@@ -149,8 +150,9 @@ class CompletionService:
         return Reconfigured(warnings, reload)
 
     def apply_threads(self) -> None:
-        """A changed `threads` setting takes effect on the worker thread, without reloading the model."""
-        self._background(self.scheduler.call(set_cpu_threads, self.options.threads))
+        """A changed `threads` setting takes effect at the next request, without reloading the model."""
+        measured = self.model.threads if isinstance(self.model, LoadedEngine) else None
+        self.scheduler.threads.foreground = cpu_threads(self.options.threads) or measured
 
     @property
     def ready(self) -> bool:

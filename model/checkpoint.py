@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from safetensors import safe_open
@@ -25,6 +25,9 @@ from coda_model.families import Family, detect_family
 from coda_model.hub import resolve_model_ref
 from coda_model.network import CodaLM
 from coda_model.tokenizer import CodaTokenizer
+
+if TYPE_CHECKING:
+    from coda_model.kernels import KernelChoice
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -40,7 +43,12 @@ class LoadedModel:
     tokenizer: CodaTokenizer
     path: Path
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype                       # activations' float dtype (and the weights', unless int8)
+    kernel: Optional["KernelChoice"] = None  # how its matrices are multiplied here, and why (coda_model.kernels)
+
+    @property
+    def kernel_name(self) -> str:
+        return self.kernel.kernel.name if self.kernel else str(self.dtype).removeprefix("torch.")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -59,12 +67,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto': bf16 on GPUs; on a CPU bf16 only with bf16 matrix units, measured (`coda_model.cpu_dtype`),
-    else fp32. Never fp16 on CPU."""
+    """'auto': bf16 on GPUs (on a CPU 'auto' is measured instead: `coda_model.kernels`). Never fp16 on CPU."""
     if dtype == "auto":
         if device.type == "cpu":
-            from coda_model.cpu_dtype import choose_cpu_dtype
-            return choose_cpu_dtype()
+            raise ValueError("dtype 'auto' on a CPU is chosen by measurement (coda_model.kernels.choose_kernel)")
         return torch.bfloat16
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32 or bfloat16")
@@ -116,51 +122,154 @@ def read_config(path: Path) -> tuple[Family, CodaConfig]:
     return family, family.to_config(data)
 
 
-def load_model(path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+class WeightReader:
+    """Tensors of a model directory by *our* name, read from the memory-mapped safetensors files.
+
+    Keeps one file open at a time (shards are read in file order by `load_model`), so at most one
+    tensor's worth of float data is alive outside the model while it loads. Quantized directories
+    (`coda_model.quantized`) hold int8 rows plus a `<name>_scale` vector for each quantized tensor."""
+
+    def __init__(self, path: Path, family: Family, quantized: bool = False) -> None:
+        self.path, self.family, self.quantized = path, family, quantized
+        self.files = weight_files(path)
+        self._file: Optional[Path] = None
+        self._handle = None
+
+    def has(self, name: str) -> bool:
+        return self.family.checkpoint_name(name) in self.files
+
+    def _h(self, name: str):
+        file = self.files[self.family.checkpoint_name(name)]
+        if file != self._file:
+            self.close()
+            self._file, self._handle = file, _open(file).__enter__()
+        return self._handle
+
+    def file_of(self, name: str) -> Path:
+        return self.files[self.family.checkpoint_name(name)]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._h(name).get_slice(self.family.checkpoint_name(name)).get_shape())
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._h(name).get_tensor(self.family.checkpoint_name(name))
+
+    def rows(self, name: str, stop: int) -> torch.Tensor:
+        """The first `stop` rows of a 2-D tensor (a slice read, not the whole tensor)."""
+        return self._h(name).get_slice(self.family.checkpoint_name(name))[:stop]
+
+    def int8(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 rows, fp32 scales) of a weight: stored as such in a quantized directory, else quantized now."""
+        from coda_model.int8 import quantize_rows
+        if self.quantized and self.has(name + "_scale"):
+            q = self.get(name)
+            if q.dtype != torch.int8:
+                raise ModelLoadError(f"{self.file_of(name).name}: {name} is {q.dtype}, not int8, in a quantized directory: "
+                                     "run `coda-lsp quantize` again")
+            return q, self.get(name + "_scale").float()
+        return quantize_rows(self.get(name))
+
+    def float(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A tensor as `dtype` (an int8 tensor of a quantized directory is dequantized)."""
+        t = self.get(name)
+        if t.dtype == torch.int8 and self.has(name + "_scale"):
+            from coda_model.int8 import dequantize_rows
+            return dequantize_rows(t, self.get(name + "_scale"), dtype)
+        return t.to(dtype)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.__exit__(None, None, None)
+        self._file, self._handle = None, None
+
+
+def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", quantize: str = "none",
+               kernel_cache: Optional[Path] = None, threads: Optional[int] = None,
+               remeasure: bool = False) -> LoadedModel:
     """Load a model directory (or a Hugging Face repo id in the local cache) of a supported family.
 
+    On a CPU, `dtype="auto"` and `quantize="auto"` are decided by measuring this model's own layers
+    (`coda_model.kernels`; cached in `kernel_cache` when given); `quantize="int8"` stores every Linear
+    and the embedding as int8 (`coda_model.int8`), quantized tensor by tensor while loading.
     Every failure is a ModelLoadError whose message says what to do."""
     path = resolve_model_ref(str(path))
     family, config = read_config(path)
     tokenizer = CodaTokenizer.from_dir(path, ids={"mask": config.mask_token_id, "pad": config.pad_token_id,
                                                   "eos": config.eos_token_id})
     check_tokenizer_matches(config, tokenizer, path)
+    from coda_model import quantized as qdir
+    stored_int8 = qdir.check_quantized_dir(path, config)
     try:
-        dev, dt = resolve_device(device), None
-        dt = resolve_dtype(dtype, dev)
+        dev = resolve_device(device)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
+    reader = WeightReader(path, family, quantized=stored_int8)
+    try:
+        check_weights(reader, config)    # before any measurement: a mismatch costs one line, not a probe
+        if dev.type == "cpu" and "auto" in (dtype, quantize):
+            from coda_model.kernels import choose_kernel
+            choice = choose_kernel(reader, config, dtype=dtype, quantize=quantize, cache=kernel_cache, threads=threads,
+                                   remeasure=remeasure)
+        else:
+            from coda_model.kernels import fixed_kernel
+            choice = fixed_kernel(dtype, quantize, dev, stored_int8)
+        return LoadedModel(*_build(reader, config, dev, choice.kernel), tokenizer=tokenizer, path=path, device=dev,
+                           dtype=choice.kernel.dtype, kernel=choice)
+    finally:
+        reader.close()
+
+
+def check_weights(reader: WeightReader, config: CodaConfig) -> tuple[dict[str, tuple[int, ...]], bool]:
+    """Every tensor config.json implies, with its shape, checked against the files' headers (no data read).
+
+    Returns ({our name: shape}, tied) where tied = the head is the embedding (no lm_head tensor stored)."""
     with torch.device("meta"):
         model = CodaLM(config)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-    theirs = weight_files(path)
-    files = {name: theirs[family.checkpoint_name(name)] for name in expected if family.checkpoint_name(name) in theirs}
-    tied = config.tie_word_embeddings and "lm_head.weight" not in files
+    tied = config.tie_word_embeddings and not reader.has("lm_head.weight")
     if tied:
-        del expected["lm_head.weight"]  # filled from the embedding below
-    missing = sorted(set(expected) - set(files))
+        del expected["lm_head.weight"]  # filled from the embedding
+    missing = sorted(n for n in expected if not reader.has(n))
     if missing:
-        raise ModelLoadError(f"{path} lacks {len(missing)} tensors (first: {family.checkpoint_name(missing[0])}): "
+        raise ModelLoadError(f"{reader.path} lacks {len(missing)} tensors (first: {reader.family.checkpoint_name(missing[0])}): "
                              "the checkpoint does not match config.json; download the complete model again")
+    for name in sorted(expected, key=lambda n: str(reader.file_of(n))):
+        shape = reader.shape(name)
+        if shape != expected[name]:
+            hint = (" (vocab_size in config.json does not match the embedding rows)"
+                    if name in ("model.embed_tokens.weight", "lm_head.weight") and shape[1:] == expected[name][1:] else "")
+            raise ModelLoadError(f"tensor {name} in {reader.file_of(name).name} has shape {list(shape)} but config.json "
+                                 f"implies {list(expected[name])}{hint}: config and weights come from different models")
+    return expected, tied
+
+
+def _build(reader: WeightReader, config: CodaConfig, dev: torch.device, kernel) -> tuple[CodaLM, CodaConfig]:
+    """The network with `kernel`'s weights, read tensor by tensor (int8 ones quantized as they arrive)."""
+    dt = kernel.dtype
+    expected, tied = check_weights(reader, config)
+    with torch.device("meta"):
+        model = CodaLM(config)
+    int8_names: set[str] = set()
+    if kernel.int8:
+        from coda_model.int8 import replace_with_int8
+        with torch.device("meta"):
+            int8_names = {n + ".weight" for n in replace_with_int8(model, dt)}
+        if tied:
+            expected["lm_head.weight"] = expected["model.embed_tokens.weight"]
     state: dict[str, torch.Tensor] = {}
-    by_file: dict[Path, list[str]] = {}
-    for name in expected:
-        by_file.setdefault(files[name], []).append(name)
-    for file, names in by_file.items():
-        with _open(file) as f:
-            for name in names:
-                shape = tuple(f.get_slice(family.checkpoint_name(name)).get_shape())
-                if shape != expected[name]:
-                    hint = (" (vocab_size in config.json does not match the embedding rows)"
-                            if name in ("model.embed_tokens.weight", "lm_head.weight") and shape[1:] == expected[name][1:] else "")
-                    raise ModelLoadError(f"tensor {name} in {file.name} has shape {list(shape)} but config.json implies "
-                                         f"{list(expected[name])}{hint}: config and weights come from different models")
-                state[name] = f.get_tensor(family.checkpoint_name(name)).to(device=dev, dtype=dt)
-    if tied:
+    for name in sorted(expected, key=lambda n: str(reader.file_of(n if reader.has(n) else "model.embed_tokens.weight"))):
+        source = name if reader.has(name) else "model.embed_tokens.weight"   # a tied head reads the embedding
+        if name in int8_names:
+            q, scale = reader.int8(source)
+            model.get_submodule(name.rsplit(".", 1)[0]).set_weight(q.to(dev), scale.to(dev))
+            del q, scale
+        else:
+            state[name] = reader.float(source, dt).to(device=dev)
+    if tied and not kernel.int8:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
     model.eval()
-    return LoadedModel(model=model, config=config, tokenizer=tokenizer, path=path, device=dev, dtype=dt)
+    return model, config
 
 
 def check_tokenizer_matches(config: CodaConfig, tokenizer: CodaTokenizer, path: Path) -> None:

@@ -13,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # servers started by tests keep their acceptance statistics (platformdirs' user state dir) out of ~
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="coda-test-state-")
+# ... and their load-time kernel measurements (coda_model.kernels) out of the user's cache
+os.environ["CODA_KERNEL_CACHE"] = str(Path(tempfile.mkdtemp(prefix="coda-test-kernels-")) / "kernels.json")
 
 from coda_model.testing import find_shared_coda_dir, write_random_coda_dir
 

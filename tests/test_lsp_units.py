@@ -130,13 +130,10 @@ async def test_debounce_lets_a_newer_request_replace_a_waiting_one_without_runni
     sched.shutdown()
 
 
-def test_cpu_threads_default_to_half_the_cores_unless_set(monkeypatch):
+def test_cpu_threads_are_measured_unless_set(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(loading_mod.os, "cpu_count", lambda: 8)
-    assert loading_mod.cpu_threads(None) == 4
+    assert loading_mod.cpu_threads(None) is None      # None: the load-time probe measures the count
     assert loading_mod.cpu_threads(3) == 3
-    monkeypatch.setattr(loading_mod.os, "cpu_count", lambda: 1)
-    assert loading_mod.cpu_threads(None) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "6")
     assert loading_mod.cpu_threads(None) == 6
     opts, warnings = merge_options(ServerOptions(), {"threads": 2})
@@ -159,17 +156,32 @@ def test_loading_the_model_sets_the_decoding_threads(tiny_model_dir):
         torch.set_num_threads(before)
 
 
-async def test_a_threads_change_applies_on_the_worker_without_reloading():
+class ThreadsSeen:
+    """A one-step job that records the torch thread count it ran with (on the worker thread)."""
+
+    def __init__(self):
+        self.seen, self.done = None, False
+
+    def step(self):
+        import torch
+        self.seen, self.done = torch.get_num_threads(), True
+        return self.seen
+
+
+async def test_requests_run_with_the_threads_setting_and_speculation_with_one():
     import torch
 
     svc = service_mod.CompletionService(ServerOptions(threads=1))
     before = await svc.scheduler.call(torch.get_num_threads)
+    sched = svc.scheduler
     try:
-        for threads in (1, 2):
+        for threads in (2, 1, 2):
             svc.options = ServerOptions(threads=threads)
-            svc.apply_threads()
-            await asyncio.gather(*svc.background)
-            assert await svc.scheduler.call(torch.get_num_threads) == threads
+            svc.apply_threads()          # no reload: the next job picks it up
+            job = await sched.run(sched.ticket("doc"), ThreadsSeen, lambda p: None)
+            assert job.seen == threads
+            spec = await sched.run(sched.ticket("speculate:doc"), ThreadsSeen, lambda p: None, background=True)
+            assert spec.seen == 1
     finally:
         await svc.scheduler.call(torch.set_num_threads, before)
         svc.shutdown()

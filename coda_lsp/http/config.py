@@ -17,8 +17,9 @@ class ServeConfig:
     api_key: Optional[str] = None      # Bearer key every endpoint but /health requires (None = open)
     model_path: Optional[str] = None   # CoDA directory; None = the embedded default model
     device: str = "auto"
-    dtype: str = "auto"
-    threads: Optional[int] = None      # CPU threads for the model (None = half the cores)
+    dtype: str = ServerOptions.dtype
+    quantize: str = ServerOptions.quantize
+    threads: Optional[int] = None      # CPU threads for the model (None = measured at load)
     decode: DecodeConfig = field(default_factory=DecodeConfig.editor)  # what a request gets unless it says
     max_hole: int = 64                 # a request's hole is min(n_predict, max_hole) tokens (diffusion: fixed size)
     max_predict: int = 8192            # n_predict / max_tokens above this are refused (400)

@@ -19,6 +19,7 @@ import sys
 from dataclasses import replace
 from typing import Optional, Sequence
 
+from coda_lsp.options import QUANTIZE
 from coda_lsp.http.config import ServeConfig
 
 log = logging.getLogger("coda_lsp")
@@ -32,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the embedded default model)")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16"))
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: half the cores)")
+    p.add_argument("--quantize", default=d.quantize, choices=QUANTIZE,
+                   help="int8 weights and activations on a CPU (default auto: when measured fastest at load)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: measured at load)")
     p.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}; others need an API key)")
     p.add_argument("--port", type=int, default=d.port, help=f"default {d.port}")
     p.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' (default: $CODA_API_KEY)")
@@ -50,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace, env: dict) -> ServeConfig:
     return replace(ServeConfig(), host=args.host, port=args.port, api_key=args.api_key or env.get("CODA_API_KEY") or None,
-                   model_path=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                   model_path=args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                   threads=args.threads,
                    max_hole=max(1, args.max_hole), max_queue=max(1, args.max_queue),
                    max_batch=max(1, args.max_batch) if args.max_batch else None,
                    request_timeout_s=max(1.0, args.timeout))

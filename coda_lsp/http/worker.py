@@ -145,13 +145,13 @@ class BatchWorker:
         c = self.cfg
         try:
             self.lm = load_engine(ServerOptions(model_path=c.model_path, device=c.device, dtype=c.dtype,
-                                                threads=c.threads))
+                                                quantize=c.quantize, threads=c.threads))
         except Exception as exc:   # ModelUnavailable, ModelLoadError, ...: /health says so
             self.state, self.message = "error", f"model not loaded: {exc}"
             log.error("%s", self.message)
             return
         self.max_rows = c.batch_rows(self.lm.device)
-        self.state, self.message = "ready", f"model {self.lm.path.name} on {self.lm.device} ({self.lm.dtype})"
+        self.state, self.message = "ready", f"model {self.lm.describe()}"
         log.info("%s, loaded in %.1fs", self.message, self.lm.load_s)
         while True:
             batch = self._next_batch()

@@ -8,7 +8,7 @@ import * as path from 'path';
 import * as vscode from 'vscode';
 
 export const SERVER_KEYS = [
-  'modelPath', 'device', 'dtype', 'steps', 'maxTokens', 'algorithm', 'temperature', 'threshold',
+  'modelPath', 'device', 'dtype', 'quantize', 'steps', 'maxTokens', 'algorithm', 'temperature', 'threshold',
   'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads',
   'engine', 'contextCacheMb', 'vicinity', 'latencyBudgetMs',
   'minConfidence', 'minShownConfidence', 'stats',

@@ -23,7 +23,8 @@ M.defaults = {
   -- server settings (sent as initializationOptions and on `require('coda').configure{...}`)
   model_path = nil, ---@type string? CoDA model directory; nil = the embedded default model
   device = nil, ---@type string? auto | cpu | cuda | mps
-  dtype = nil, ---@type string? auto | float32 | bfloat16
+  dtype = nil, ---@type string? auto | float32 | bfloat16 (server default auto: measured at load)
+  quantize = nil, ---@type string? auto | none | int8 (server default auto: int8 where measured fastest)
   steps = nil, ---@type integer? max denoising steps per completion
   max_tokens = nil, ---@type integer? length budget of a completion
   algorithm = nil, ---@type string? entropy | origin | maskgit_plus | topk_margin
@@ -36,7 +37,7 @@ M.defaults = {
   streaming = true, --- draw the partial text at every denoising step
   speculate = nil, ---@type boolean? compute the next completion before the current one is accepted (server default true)
   block_length = nil, ---@type integer? with a cache, decode in left-to-right blocks of this many tokens (server default 8)
-  threads = nil, ---@type integer? CPU threads for the model (server default: half the cores)
+  threads = nil, ---@type integer? CPU threads for a request (server default: measured at load; speculation uses one)
   context_cache_mb = nil, ---@type integer? MB of context K/V kept across requests (server default: 512; 0 = off)
   vicinity = nil, ---@type integer? tokens around a decided block recomputed at a new block (server default 8)
   latency_budget_ms = nil, ---@type integer? measure at load and fit context/steps/block to this budget (default none)
@@ -51,6 +52,7 @@ M.server_keys = {
   model_path = 'modelPath',
   device = 'device',
   dtype = 'dtype',
+  quantize = 'quantize',
   steps = 'steps',
   max_tokens = 'maxTokens',
   algorithm = 'algorithm',
