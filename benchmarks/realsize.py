@@ -1,33 +1,36 @@
-"""`coda-bench realsize`: the language server's decode at the real CoDA-1.7B shape, against AR, in one run.
+"""`coda-bench realsize`: the kernel table at the real CoDA-1.7B shape, through the real language server, in one run.
 
 Writes once, to the user cache directory, a random-weight CoDA directory in the real 1.7B config
 (hidden 2048 x 28 layers, 151,936-row vocabulary, the real tokenizer; bf16 safetensors, ~3.9 GB,
-written shard by shard so RAM stays low), then measures interleaved on this CPU:
+written shard by shard so RAM stays low). Then, per kernel (float32, bfloat16, int8: `coda_model.kernels`),
+one after another on this CPU:
 
-- cold request: a new document (no stored context), the server's decode (editor preset: dual cache,
-  blocks of 8, tau 0.9, <= 16 steps, the server's vicinity refresh, stop when the hole ended);
-- warm request: one character typed after that completion (the stored context is reused);
-- AR: `transformers` `Qwen3ForCausalLM.generate` of the same number of tokens with its KV cache, on
-  the same weights (shared tensors, not a copy) and the same context tokens;
-- per-forward cost: a cached step and a full refresh against the weight-read floor (weight bytes /
-  bandwidth of a large tensor copy);
-- agreement with exact decoding (cache 'none', same schedule) of each approximation (per-block full
-  refresh, vicinity refresh, warm reuse): on the random 1.7B weights (short context, few holes: random
-  weights say little) and on the trained default model over single-line holes of stdlib modules that
-  the default model never trained on (`coda_bench.engine.STRUCTURED_SOURCES`; the training corpus's
-  held-out split is not in the repository).
+- through a real LSP server (`coda_bench.realsize_server`): a cold request (new document) and a warm
+  one (one character typed), the server's decode (editor preset) of a 32-token block hole in 512
+  context tokens; the server's RSS;
+- in this process, the same weights: a cached window step and a 512-token refresh against the
+  weight-read floor of that kernel (its weight bytes / the bandwidth of a large copy); the relative
+  error of the final hidden states and the top-1 agreement of the logits against fp32 on real code;
+- AR: `transformers` `Qwen3ForCausalLM.generate` of 32 tokens with its KV cache on the same weights
+  (shared tensors; for int8 the same Int8Linear modules), in bf16 and int8.
 
-    coda-bench realsize                       # a few minutes on a 2-core CPU
-    coda-bench realsize --repeats 1 --skip-random-agreement
+And on the trained default model: decode agreement of each kernel with fp32 exact decoding over
+single-line holes of stdlib modules it never trained on (the kernel alone: exact decoding in both;
+and the server's decode in that kernel against fp32 exact).
+
+    coda-bench realsize                          # tens of minutes on a 2-core CPU
+    coda-bench realsize --kernels int8,bfloat16 --repeats 1 --skip-ar
 Writes benchmarks/results/realsize.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import sysconfig
@@ -38,17 +41,21 @@ from typing import Optional
 
 import torch
 
-from coda_bench.engine import STRUCTURED_SOURCES, measure_bandwidth, weight_bytes
+from coda_bench.engine import STRUCTURED_SOURCES, measure_bandwidth
 from coda_bench.load_rss import write_random_full_size
 from coda_model import default_model_path
 from coda_model.checkpoint import load_model
 from coda_model.context_reuse import ContextSlot, ContextStore
 from coda_model.decode_config import DecodeConfig
 from coda_model.engine import Engine, token_agreement
+from coda_model.int8 import weight_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SERVER_VICINITY = DecodeConfig.editor().vicinity   # what the server decodes with
+KERNEL_SETTINGS = {"float32": {"dtype": "float32", "quantize": "none"},
+                   "bfloat16": {"dtype": "bfloat16", "quantize": "none"},
+                   "int8": {"dtype": "auto", "quantize": "int8"}}
 
 
 def realsize_dir(cache_dir: Optional[Path] = None) -> Path:
@@ -64,6 +71,14 @@ def realsize_dir(cache_dir: Optional[Path] = None) -> Path:
 
 def server_config() -> DecodeConfig:
     return DecodeConfig.editor()
+
+
+def load_kernel(path: Path, kernel: str, threads: Optional[int] = None):
+    """The model with one kernel, its threads measured (or given) as the server does."""
+    from coda_lsp.loading import kernel_cache_path
+    k = KERNEL_SETTINGS[kernel]
+    return load_model(path, device="cpu", dtype=k["dtype"], quantize=k["quantize"], kernel_cache=kernel_cache_path(),
+                      threads=threads)
 
 
 # ----------------------------------------------------------------------------------------------- holes
@@ -112,7 +127,8 @@ def timed(fn):
 
 
 def hf_twin(loaded):
-    """transformers' Qwen3ForCausalLM holding the very same weight tensors (no second copy)."""
+    """transformers' Qwen3ForCausalLM holding the very same weights (no second copy): shared tensors, and for
+    the int8 kernel the very same Int8Linear / Int8Embedding modules (so AR runs the same int8 kernel)."""
     import transformers
     cfg = loaded.config
     hf_cfg = transformers.Qwen3Config(
@@ -123,9 +139,15 @@ def hf_twin(loaded):
         pad_token_id=cfg.pad_token_id, eos_token_id=None, attn_implementation="sdpa", dtype=loaded.dtype)
     with torch.device("meta"):
         hf = transformers.Qwen3ForCausalLM(hf_cfg)
+    from coda_model.int8 import Int8Embedding, Int8Linear
+    shared = [(n, m) for n, m in loaded.model.named_modules() if isinstance(m, (Int8Linear, Int8Embedding))]
+    for name, module in shared:
+        parent, _, child = name.rpartition(".")
+        setattr(hf.get_submodule(parent) if parent else hf, child, module)
     state = loaded.model.state_dict()
     missing, _ = hf.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if "rotary" not in k]
+    swapped = {n for n, _ in shared}
+    missing = [k for k in missing if "rotary" not in k and k.rsplit(".", 1)[0] not in swapped]
     if missing:
         raise SystemExit(f"transformers twin lacks {missing[:3]}")
     hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hf_cfg)   # its inv_freq buffer, off the meta device
@@ -160,31 +182,6 @@ def forward_costs(engine: Engine, prefix: list[int], suffix: list[int], length: 
 
 
 # ----------------------------------------------------------------------------------------------- agreement
-def agreement(engine: Engine, holes: list[tuple[list[int], list[int], list[int]]], length: int) -> dict:
-    """Text match and token agreement of each approximation with exact decoding (cache 'none', same schedule).
-
-    holes: (prefix, suffix, prefix before the last character was typed) token ids."""
-    base = DecodeConfig.editor()
-    modes = {"full refresh per block (before)": replace(base, vicinity=None), "vicinity 0": replace(base, vicinity=0),
-             f"vicinity {SERVER_VICINITY}": replace(base, vicinity=SERVER_VICINITY)}
-    scores: dict[str, list[tuple[bool, float]]] = {m: [] for m in [*modes, "warm reuse (one char typed)"]}
-    for prefix, suffix, before in holes:
-        exact, _ = decode(engine, prefix, suffix, length, replace(base, cache="none"), stop=False)
-        text = engine.hole_text(exact)
-
-        def score(state) -> tuple[bool, float]:
-            return engine.hole_text(state) == text, token_agreement(state.tokens, exact.tokens)
-        for name, cfg in modes.items():
-            scores[name].append(score(decode(engine, prefix, suffix, length, cfg, stop=False)[0]))
-        slot = ContextSlot(ContextStore(), "doc")
-        decode(engine, before, suffix, length, server_config(), slot)
-        scores["warm reuse (one char typed)"].append(
-            score(decode(engine, prefix, suffix, length, server_config(), slot, stop=False)[0]))
-    return {name: {"text_match": round(statistics.mean(s[0] for s in v), 3),
-                   "token_agreement": round(statistics.mean(s[1] for s in v), 3), "holes": len(v)}
-            for name, v in scores.items()}
-
-
 def typed_holes(tok, rows: list[tuple[str, str, str, str]], budget: int) -> list[tuple[list[int], list[int], list[int]]]:
     """Each hole, and the same hole one character earlier (the last character of the prefix not yet typed)."""
     out = []
@@ -196,18 +193,103 @@ def typed_holes(tok, rows: list[tuple[str, str, str, str]], budget: int) -> list
     return out
 
 
+# ----------------------------------------------------------------------------------------------- kernels
+def kernel_agreement(path: Path, kernels: list[str], rows, context: int, length: int) -> dict:
+    """Per kernel on the default model: exact decoding vs fp32 exact decoding (the kernel's own error),
+    and the server's decode in that kernel vs fp32 exact (what a user gets, against the reference)."""
+    holes = typed_holes(load_model(path, device="cpu", dtype="float32", quantize="none").tokenizer, rows, context)
+    exact_cfg = replace(DecodeConfig.editor(), cache="none")
+    ref_lm = load_model(path, device="cpu", dtype="float32", quantize="none", threads=1)
+    ref = Engine(ref_lm)
+    reference = [decode(ref, p, s, length, exact_cfg, stop=False)[0] for p, s, _ in holes]
+    out = {}
+    for kernel in kernels:
+        lm = load_kernel(path, kernel, threads=1)
+        eng = Engine(lm)
+        scores = {"exact": [], "server decode": []}
+        for (p, s, _), r in zip(holes, reference):
+            text = ref.hole_text(r)
+            for mode, cfg in (("exact", exact_cfg), ("server decode", server_config())):
+                state = decode(eng, p, s, length, cfg, stop=False)[0]
+                scores[mode].append((eng.hole_text(state) == text, token_agreement(state.tokens, r.tokens)))
+        out[kernel] = {mode: {"text_match": round(statistics.mean(x[0] for x in v), 3),
+                              "token_agreement": round(statistics.mean(x[1] for x in v), 3), "holes": len(v)}
+                       for mode, v in scores.items()}
+        out[kernel]["meets_bar"] = (out[kernel]["exact"]["token_agreement"] >= 0.9
+                                    and out[kernel]["exact"]["text_match"] >= 0.85)
+        print(f"default model {kernel}: {out[kernel]}", file=sys.stderr)
+    return out
+
+
+def code_ids(tok, n: int) -> list[int]:
+    """n tokens of real code (stdlib `_pyio.py`)."""
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "_pyio.py").read_text(encoding="utf-8")
+    return tok.encode(text)[:n]
+
+
+def hidden_and_top1(lm, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        hidden = lm.model(x, return_hidden=True).logits.float()[0]
+        top1 = lm.model.lm_head(hidden.to(lm.dtype)).argmax(-1)
+    return hidden, top1
+
+
+def rss_gb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def read_bytes(model) -> int:
+    """Bytes a forward reads: every weight but the embedding table (a gather reads a few rows)."""
+    return weight_bytes(model) - weight_bytes(model.model.embed_tokens)
+
+
+def measure_kernel(path: Path, kernel: str, args, prefix, suffix, bandwidth: float, reference) -> tuple[dict, object]:
+    t0 = time.perf_counter()
+    rss0 = rss_gb()
+    lm = load_kernel(path, kernel)
+    row: dict = {"load_s": round(time.perf_counter() - t0, 1), "choice": lm.kernel.summary(),
+                 "threads": torch.get_num_threads(), "weight_gb": round(weight_bytes(lm.model) / 1e9, 3),
+                 "rss_model_gb": round(rss_gb() - rss0, 3)}
+    engine = Engine(lm)
+    row.update({k: round(v, 4) for k, v in forward_costs(engine, prefix, suffix, args.hole, args.repeats).items()})
+    floor = read_bytes(lm.model) / (bandwidth * 1e9)
+    row.update(floor_s=round(floor, 4), cached_step_over_floor=round(row["cached_step_s"] / floor, 2),
+               refresh_over_floor=round(row["refresh_s"] / floor, 2))
+    ids = code_ids(lm.tokenizer, args.context)
+    hidden, top1 = hidden_and_top1(lm, ids)
+    if reference is None:
+        reference = (hidden, top1)
+    else:
+        h0, t0_ = reference
+        row["hidden_relative_error"] = round(float((hidden - h0).norm() / h0.norm()), 5)
+        row["top1_agreement"] = round(float((top1 == t0_).float().mean()), 4)
+    if kernel in args.ar_kernels and not args.skip_ar:
+        hf = hf_twin(lm)
+        times = []
+        for _ in range(args.repeats):
+            dt, _ = timed(lambda: ar_generate(hf, prefix + suffix, args.hole))
+            times.append(dt)
+        row["ar_s"] = [round(t, 3) for t in times]
+        row["ar_p50_s"] = round(statistics.median(times), 3)
+        del hf
+    print(f"{kernel}: {json.dumps(row)}", file=sys.stderr)
+    del engine, lm
+    gc.collect()
+    return row, reference
+
+
 # ----------------------------------------------------------------------------------------------- main
 def machine() -> dict:
-    flags = ""
-    try:
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                  if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cores": os.cpu_count(), "amx": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    from coda_model.kernels import cpu_flags, cpu_name, int8_isa_note, physical_cores
+    flags = cpu_flags()
+    return {"cpu": cpu_name(), "cores": physical_cores(), "amx": "amx_bf16" in flags,
+            "avx512": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags, "int8_dot": int8_isa_note(flags),
+            "capability": torch.backends.cpu.get_cpu_capability(), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "torch": torch.__version__, "load_average_start": os.getloadavg()}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -216,70 +298,55 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--hole", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="default: the server's (half the cores)")
-    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
-                    help="auto = the server's choice on this CPU (bf16 only with AMX, measured)")
+    ap.add_argument("--kernels", default="float32,bfloat16,int8")
+    ap.add_argument("--ar-kernels", default="bfloat16,int8", help="kernels whose transformers AR generate is timed")
     ap.add_argument("--model", type=Path, default=None, help="measure this directory instead of the random 1.7B one")
     ap.add_argument("--default-holes", type=int, default=30, help="held-out stdlib line holes for the default model")
-    ap.add_argument("--random-holes", type=int, default=2, help="holes for agreement on the random 1.7B weights")
-    ap.add_argument("--skip-random-agreement", action="store_true")
+    ap.add_argument("--skip-server", action="store_true", help="no LSP server runs (in-process rows only)")
+    ap.add_argument("--skip-ar", action="store_true")
+    ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "realsize.json")
     args = ap.parse_args(argv)
-    from coda_lsp.loading import set_cpu_threads
-    set_cpu_threads(args.threads)   # the server's own choice unless --threads
+    kernels = args.kernels.split(",")
+    args.ar_kernels = args.ar_kernels.split(",")
     result: dict = {"machine": machine(), "context_tokens": args.context, "hole_tokens": args.hole,
-                    "decode": {**server_config().__dict__}}
-
-    # the trained default model first: cheap, and the agreement target is about it
-    small = load_model(default_model_path(), device="cpu", dtype="auto")
-    rows = stdlib_line_holes(max(args.default_holes, args.random_holes))
-    result["default_model_agreement"] = agreement(Engine(small), typed_holes(small.tokenizer, rows[:args.default_holes],
-                                                                             args.context), 24)
-    result["default_model_holes"] = "single-line holes of stdlib modules held out of its training: " + \
-        ", ".join(STRUCTURED_SOURCES)
-    print(json.dumps(result["default_model_agreement"], indent=1), file=sys.stderr)
-    del small
+                    "decode": {**server_config().__dict__}, "kernels": {}}
+    if not args.skip_agreement:
+        rows = stdlib_line_holes(args.default_holes)
+        result["default_model_agreement"] = kernel_agreement(default_model_path(), kernels, rows, args.context, 24)
+        result["default_model_holes"] = "single-line holes of stdlib modules held out of its training: " + \
+            ", ".join(STRUCTURED_SOURCES)
 
     path = args.model or realsize_dir(args.cache_dir)
-    t0 = time.perf_counter()
-    lm = load_model(path, device="cpu", dtype=args.dtype)
-    result.update(model=str(path), dtype=str(lm.dtype).removeprefix("torch."), load_s=round(time.perf_counter() - t0, 1))
-    engine, tok = Engine(lm), lm.tokenizer
+    from coda_model.tokenizer import CodaTokenizer
+    tok = CodaTokenizer.from_dir(path)
     prefix, suffix = block_hole(tok, args.context)
-    hf = hf_twin(lm)
-    gb = weight_bytes(lm.model)
     bandwidth = measure_bandwidth(torch.device("cpu"))
-    rows_t: dict[str, list[float]] = {"cold_s": [], "warm_s": [], "ar_s": []}
-    steps: dict[str, int] = {}
-    typed = prefix + tok.encode("x")   # one character typed at the end of the prefix (a new token)
-    for r in range(args.repeats):      # interleaved: cold, warm, AR, then again
-        store = ContextStore()
-        slot = ContextSlot(store, f"doc{r}")
-        dt, (state, n) = timed(lambda: decode(engine, prefix, suffix, args.hole, server_config(), slot))
-        rows_t["cold_s"].append(dt); steps["cold"] = n
-        dt, (state, n) = timed(lambda: decode(engine, typed, suffix, args.hole, server_config(), slot))
-        rows_t["warm_s"].append(dt); steps["warm"] = n
-        dt, _ = timed(lambda: ar_generate(hf, prefix + suffix, args.hole))
-        rows_t["ar_s"].append(dt)
-        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rows_t.items()), file=sys.stderr)
-    costs = forward_costs(engine, prefix, suffix, args.hole, args.repeats)
-    floor = gb / (bandwidth * 1e9)
-    med = {k: statistics.median(v) for k, v in rows_t.items()}
-    result.update({
-        "seconds": {k: [round(x, 3) for x in v] for k, v in rows_t.items()},
-        "median_s": {k: round(v, 3) for k, v in med.items()},
-        "forwards": steps,
-        "cold_over_ar": round(med["cold_s"] / med["ar_s"], 3),
-        "warm_over_ar": round(med["warm_s"] / med["ar_s"], 3),
-        "weight_gb": round(gb / 1e9, 3), "bandwidth_gb_s": round(bandwidth, 2), "floor_s": round(floor, 3),
-        **{k: round(v, 3) for k, v in costs.items()},
-        "cached_step_over_floor": round(costs["cached_step_s"] / floor, 2),
-        "refresh_over_floor": round(costs["refresh_s"] / floor, 2),
-    })
-    if not args.skip_random_agreement:   # exact decoding at this size is a full forward per step: short contexts
-        short = [(p[-64:], s[:16], b[-64:]) for p, s, b in typed_holes(tok, rows[:args.random_holes], 128)]
-        result["random_weights_agreement"] = agreement(engine, short, 16)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result.update(model=str(path), bandwidth_gb_s=round(bandwidth, 2))
+    reference = None
+    order = ["float32"] + [k for k in kernels if k != "float32"] if "float32" in kernels else kernels
+    settings = {"debounceMs": 0, "minConfidence": 0, "minShownConfidence": 0, "streaming": False, "speculate": False,
+                "contextTokens": args.context, "maxTokens": args.hole}
+    for kernel in order:
+        row: dict = {}
+        if not args.skip_server:
+            from coda_bench.realsize_server import measure as server_measure
+            row["server"] = server_measure(path, {**settings, **KERNEL_SETTINGS[kernel]}, args.repeats)
+            print(f"{kernel} server: {json.dumps(row['server'])}", file=sys.stderr)
+        inproc, reference = measure_kernel(path, kernel, args, prefix, suffix, bandwidth, reference)
+        row.update(inproc)
+        result["kernels"][kernel] = row
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")   # each kernel's row is kept as it lands
+    ar_bf16 = result["kernels"].get("bfloat16", {}).get("ar_p50_s")
+    for kernel, row in result["kernels"].items():
+        if ar_bf16 and "server" in row:
+            row["cold_over_ar_bf16"] = round(row["server"]["cold_p50_s"] / ar_bf16, 3)
+            row["warm_over_ar_bf16"] = round(row["server"]["warm_p50_s"] / ar_bf16, 3)
+        if "server" in row and "vmrss_gb" in row["server"]:
+            row["server_rss_over_weights"] = round(row["server"]["vmrss_gb"] / row["weight_gb"], 2)
+    result["machine"]["load_average_end"] = os.getloadavg()
+    result["peak_rss_gb_this_process"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

@@ -206,7 +206,7 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", quan
     reader = WeightReader(path, family, quantized=stored_int8)
     try:
         check_weights(reader, config)    # before any measurement: a mismatch costs one line, not a probe
-        if dev.type == "cpu" and "auto" in (dtype, quantize):
+        if dev.type == "cpu":   # measured: the kernel where a setting is 'auto', the threads unless given
             from coda_model.kernels import choose_kernel
             choice = choose_kernel(reader, config, dtype=dtype, quantize=quantize, cache=kernel_cache, threads=threads,
                                    remeasure=remeasure)

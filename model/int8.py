@@ -39,9 +39,8 @@ def int8_kernel_available() -> bool:
 
 def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """w: [N, K] float -> (int8 [N, K], fp32 scale [N]) with w ~ q * scale[:, None] (symmetric per row)."""
-    w = w.float()
-    scale = w.abs().amax(dim=1).clamp_min(1e-12) / QMAX
-    q = torch.round(w / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
+    scale = w.abs().amax(dim=1).float().clamp_min_(1e-12).div_(QMAX)   # exact in bf16 too: a max rounds nothing
+    q = w.float().mul_(scale.reciprocal()[:, None]).round_().clamp_(-QMAX, QMAX).to(torch.int8)
     return q, scale
 
 
@@ -146,8 +145,8 @@ def weight_bytes(model: nn.Module) -> int:
     """Bytes of every parameter and buffer (int8 weights count 1 byte an element)."""
     seen, total = set(), 0
     for t in [*model.parameters(), *model.buffers()]:
-        if t.data_ptr() in seen or t.device.type == "meta":
+        if id(t) in seen or t.device.type == "meta":   # id, not data_ptr: oneDNN's packed weights have no storage
             continue
-        seen.add(t.data_ptr())
+        seen.add(id(t))
         total += t.numel() * t.element_size()
     return total

@@ -136,13 +136,26 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def int8_isa_note(flags: set[str]) -> str:
-    """What int8 dot products this CPU has (said in the status line: without VNNI int8 is slower)."""
-    if "amx_int8" in flags:
-        return "AMX-INT8"
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
-        return "VNNI"
-    return "no VNNI"
+ONEDNN_LEVELS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                 "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_AMX", "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16",
+                 "AVX10_1_512_AMX_FP16")
+
+
+def int8_isa_note(flags: set[str], isa: Optional[str] = None) -> str:
+    """What int8 dot products oneDNN can use here (said in the status line: without VNNI int8 is slower).
+
+    `isa`: ONEDNN_MAX_CPU_ISA, which caps what oneDNN uses below what the CPU has."""
+    amx, vnni = "amx_int8" in flags, bool({"avx512_vnni", "avx_vnni"} & flags)
+    cap = (isa or "").strip().upper()
+    if cap in ONEDNN_LEVELS:
+        amx = amx and "AMX" in cap
+        vnni = vnni and ("VNNI" in cap or ONEDNN_LEVELS.index(cap) >= ONEDNN_LEVELS.index("AVX512_CORE_VNNI"))
+    suffix = f" (ONEDNN_MAX_CPU_ISA={cap})" if cap in ONEDNN_LEVELS else ""
+    if amx:
+        return "AMX-INT8" + suffix
+    if vnni:
+        return "VNNI" + suffix
+    return "no VNNI: int8 dot products in AVX2/AVX-512 steps" + suffix
 
 
 def cpu_identity(onednn_isa: Optional[str] = None) -> dict:
@@ -380,46 +393,50 @@ def choose_kernel(reader: "WeightReader", config: CodaConfig, dtype: str = "auto
     `threads`: a fixed count (the user's setting) instead of measuring one. Never raises for a kernel
     that fails: it is reported in `measured` and fp32 is the fallback."""
     names = candidates(dtype, quantize)
-    identity = {**cpu_identity(os.environ.get("ONEDNN_MAX_CPU_ISA")), "candidates": names, "threads": threads}
+    identity = {**cpu_identity(os.environ.get("ONEDNN_MAX_CPU_ISA")), "candidates": names}
     notes = []
     if reader.quantized and "int8" not in names:
         notes.append("int8 weights dequantized to " + names[0])
     key = model_key(reader)
     store = KernelCache(cache) if cache else None
-    if store is not None and not remeasure:
+    entry = None
+    if store is not None and not remeasure and len(names) > 1:
         entry, note = store.get(key, identity)
         if note:
             notes.append(note)
-        if entry is not None and entry.get("kernel") in KERNELS:
-            return KernelChoice(KERNELS[entry["kernel"]], entry.get("threads"), entry.get("reason", ""),
-                                [Measurement(**m) for m in entry.get("measured", [])],
-                                {int(k): v for k, v in entry.get("thread_ms", {}).items()}, cached=True, notes=notes)
-    if len(names) == 1 and threads is not None:
-        return KernelChoice(KERNELS[names[0]], threads, f"{names[0]} (set)", notes=notes)
-    max_threads = threads or physical_cores()
     probe = SliceProbe(reader, config)
-    # kernels are compared on one thread (robust on a busy machine), then the winner's thread count is measured
-    measured = measure_kernels(probe, names, threads or 1, repeats)
-    usable = [m for m in measured if m.ok]
-    for m in measured:
-        if not m.ok:
-            notes.append(f"{m.kernel} not used: {m.error}")
-    if not usable:
-        notes.append("falling back to float32")
-        best = Measurement("float32")
+    measured: list[Measurement] = []
+    if entry is not None and entry.get("kernel") in KERNELS:
+        kernel, cached = KERNELS[entry["kernel"]], True
+        measured = [Measurement(**m) for m in entry.get("measured", [])]
+    elif len(names) == 1 and not KERNELS[names[0]].int8:
+        kernel, cached = KERNELS[names[0]], False
     else:
-        best = min(usable, key=lambda m: m.request_ms)
-    kernel = KERNELS[best.kernel]
-    if "int8" in names and best.kernel == "int8":
-        notes.append(f"int8 on {int8_isa_note(cpu_flags())}")
-    thread_ms = {} if threads else measure_threads(probe, kernel, max_threads, repeats)
+        cached = False
+        # compared on one thread (robust on a busy machine); the winner's thread count is measured below
+        measured = measure_kernels(probe, names, threads or 1, repeats)
+        usable = [m for m in measured if m.ok]
+        for m in measured:
+            if not m.ok:
+                notes.append(f"{m.kernel} not used: {m.error}")
+        if not usable:
+            notes.append("falling back to float32")
+        kernel = KERNELS[min(usable, key=lambda m: m.request_ms).kernel if usable else "float32"]
+    if kernel.int8:
+        notes.append(f"int8 on {int8_isa_note(cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA'))}")
+    # threads are measured at every load (a few window steps): how busy the other cores are changes
+    thread_ms = {} if threads else measure_threads(probe, kernel, physical_cores(), repeats)
     chosen_threads = threads or pick_threads(thread_ms)
     torch.set_num_threads(chosen_threads)
-    rivals = ", ".join(f"{m.kernel} {m.request_ms:.0f} ms" for m in measured if m.ok)
-    reason = (f"{kernel.name}, {chosen_threads} thread{'s' * (chosen_threads > 1)}: measured per request "
-              f"({rivals})" if len(usable) > 1 else f"{kernel.name}, {chosen_threads} thread{'s' * (chosen_threads > 1)}")
-    choice = KernelChoice(kernel, chosen_threads, reason, measured, thread_ms, notes=notes)
-    if store is not None and best.kernel in [m.kernel for m in usable]:
+    plural = "s" * (chosen_threads > 1)
+    usable = [m for m in measured if m.ok]
+    how = "cached measurement" if cached else "measured"
+    reason = (f"{kernel.name}, {chosen_threads} thread{plural}: {how} per request "
+              f"({', '.join(f'{m.kernel} {m.request_ms:.0f} ms' for m in usable)})" if len(usable) > 1
+              else f"{kernel.name} ({'set' if len(names) == 1 else 'only candidate'}), {chosen_threads} thread{plural}"
+              + ("" if threads is None else " (set)"))
+    choice = KernelChoice(kernel, chosen_threads, reason, measured, thread_ms, cached=cached, notes=notes)
+    if store is not None and not cached and len(usable) > 1:
         try:
             store.put(key, identity, choice)
         except OSError as exc:
