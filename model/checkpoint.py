@@ -129,8 +129,8 @@ class WeightReader:
     tensor's worth of float data is alive outside the model while it loads. Quantized directories
     (`coda_model.quantized`) hold int8 rows plus a `<name>_scale` vector for each quantized tensor."""
 
-    def __init__(self, path: Path, family: Family, quantized: bool = False) -> None:
-        self.path, self.family, self.quantized = path, family, quantized
+    def __init__(self, path: Path, family: Family, quantized: bool = False, stored_qmax: int = 127) -> None:
+        self.path, self.family, self.quantized, self.stored_qmax = path, family, quantized, stored_qmax
         self.files = weight_files(path)
         self._file: Optional[Path] = None
         self._handle = None
@@ -160,13 +160,16 @@ class WeightReader:
 
     def int8(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(int8 rows, fp32 scales) of a weight: stored as such in a quantized directory, else quantized now."""
-        from coda_model.int8 import quantize_rows
+        from coda_model.int8 import dequantize_rows, quantize_rows, weight_qmax
         if self.quantized and self.has(name + "_scale"):
             q = self.get(name)
             if q.dtype != torch.int8:
                 raise ModelLoadError(f"{self.file_of(name).name}: {name} is {q.dtype}, not int8, in a quantized directory: "
                                      "run `coda-lsp quantize` again")
-            return q, self.get(name + "_scale").float()
+            scale = self.get(name + "_scale").float()
+            if self.stored_qmax > weight_qmax():   # written on a CPU with VNNI: 7-bit rows for this one
+                return quantize_rows(dequantize_rows(q, scale))
+            return q, scale
         return quantize_rows(self.get(name))
 
     def float(self, name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -199,11 +202,12 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", quan
     check_tokenizer_matches(config, tokenizer, path)
     from coda_model import quantized as qdir
     stored_int8 = qdir.check_quantized_dir(path, config)
+    stored_qmax = int((qdir.quantization_config(path) or {}).get("weight_qmax", 127))
     try:
         dev = resolve_device(device)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
-    reader = WeightReader(path, family, quantized=stored_int8)
+    reader = WeightReader(path, family, quantized=stored_int8, stored_qmax=stored_qmax)
     try:
         check_weights(reader, config)    # before any measurement: a mismatch costs one line, not a probe
         if dev.type == "cpu":   # measured: the kernel where a setting is 'auto', the threads unless given

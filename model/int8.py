@@ -20,12 +20,14 @@ directories (`coda_model.quantized`) store the plain int8 rows and scales, packe
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 from torch import nn
 
-QMAX = 127
+QMAX = 127           # weight levels with VNNI / AMX (exact int32 dot products)
+QMAX_NO_VNNI = 63    # without VNNI: AVX2's u8 x s8 pair sums saturate at int16 unless weights keep 7 bits
 
 
 def int8_kernel_available() -> bool:
@@ -37,10 +39,33 @@ def int8_kernel_available() -> bool:
         return False
 
 
-def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w: [N, K] float -> (int8 [N, K], fp32 scale [N]) with w ~ q * scale[:, None] (symmetric per row)."""
-    scale = w.abs().amax(dim=1).float().clamp_min_(1e-12).div_(QMAX)   # exact in bf16 too: a max rounds nothing
-    q = w.float().mul_(scale.reciprocal()[:, None]).round_().clamp_(-QMAX, QMAX).to(torch.int8)
+def has_vnni() -> bool:
+    """Whether oneDNN may use int8 dot products with int32 sums here (VNNI or AMX-INT8).
+
+    Mirrors oneDNN's own reading of ONEDNN_MAX_CPU_ISA, which caps it below what the CPU has."""
+    try:
+        flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags):
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return cap in ("", "ALL", "DEFAULT") or "VNNI" in cap or "AMX" in cap or cap.startswith("AVX10") or \
+        cap == "AVX512_CORE_BF16"
+
+
+def weight_qmax() -> int:
+    """Weight levels for this CPU: 127 with VNNI, 63 without (see QMAX_NO_VNNI)."""
+    return QMAX if has_vnni() else QMAX_NO_VNNI
+
+
+def quantize_rows(w: torch.Tensor, qmax: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """w: [N, K] float -> (int8 [N, K], fp32 scale [N]) with w ~ q * scale[:, None] (symmetric per row).
+
+    qmax: weight levels (default: this CPU's, `weight_qmax`)."""
+    qmax = qmax or weight_qmax()
+    scale = w.abs().amax(dim=1).float().clamp_min_(1e-12).div_(qmax)   # exact in bf16 too: a max rounds nothing
+    q = w.to(torch.float32, copy=True).mul_(scale.reciprocal()[:, None]).round_().clamp_(-qmax, qmax).to(torch.int8)
     return q, scale
 
 
@@ -78,7 +103,7 @@ class Int8Linear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
         out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        q, scale = quantize_rows(linear.weight.detach())
+        q, scale = quantize_rows(linear.weight.detach())   # this CPU's weight levels
         out.set_weight(q, scale, None if linear.bias is None else linear.bias.detach())
         return out
 

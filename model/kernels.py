@@ -433,7 +433,7 @@ def choose_kernel(reader: "WeightReader", config: CodaConfig, dtype: str = "auto
     how = "cached measurement" if cached else "measured"
     reason = (f"{kernel.name}, {chosen_threads} thread{plural}: {how} per request "
               f"({', '.join(f'{m.kernel} {m.request_ms:.0f} ms' for m in usable)})" if len(usable) > 1
-              else f"{kernel.name} ({'set' if len(names) == 1 else 'only candidate'}), {chosen_threads} thread{plural}"
+              else f"{kernel.name} ({'set' if names == [kernel.name] else 'fallback'}), {chosen_threads} thread{plural}"
               + ("" if threads is None else " (set)"))
     choice = KernelChoice(kernel, chosen_threads, reason, measured, thread_ms, cached=cached, notes=notes)
     if store is not None and not cached and len(usable) > 1:

@@ -144,7 +144,9 @@ def write_quantized(src: Path, dst: Path, max_shard_bytes: int = 1 << 30) -> dic
             shutil.copyfile(src / fname, dst / fname)
     data = json.loads((src / "config.json").read_text(encoding="utf-8"))
     data["tie_word_embeddings"] = False      # the head has its own int8 tensor
-    data["quantization_config"] = {"quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION, "source": str(src)}
+    from coda_model.int8 import weight_qmax
+    data["quantization_config"] = {"quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION, "source": str(src),
+                                   "weight_qmax": weight_qmax()}   # a CPU without VNNI re-quantizes 127 to 63
     data["quantization_config"]["source_fingerprint"] = fingerprint(data)
     _atomic(dst / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
     return {**stats, "shards": len(shards)}
