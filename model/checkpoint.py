@@ -170,7 +170,23 @@ class WeightReader:
             if self.stored_qmax > weight_qmax():   # written on a CPU with VNNI: 7-bit rows for this one
                 return quantize_rows(dequantize_rows(q, scale))
             return q, scale
-        return quantize_rows(self.get(name))
+        return self._quantize_in_chunks(name)
+
+    def _quantize_in_chunks(self, name: str, rows_per_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantize a weight a few thousand rows at a time, read as slices of the mapped file, so a 151,936-row
+        head never has a float copy in RAM (a whole-tensor bf16 + fp32 copy of it is 1.9 GB)."""
+        from coda_model.int8 import quantize_rows, weight_qmax
+        shape = self.shape(name)
+        if len(shape) != 2:
+            return quantize_rows(self.get(name))
+        q = torch.empty(shape, dtype=torch.int8)
+        scale = torch.empty(shape[0], dtype=torch.float32)
+        view = self._h(name).get_slice(self.family.checkpoint_name(name))
+        qmax = weight_qmax()
+        for start in range(0, shape[0], rows_per_chunk):
+            stop = min(shape[0], start + rows_per_chunk)
+            q[start:stop], scale[start:stop] = quantize_rows(view[start:stop], qmax)
+        return q, scale
 
     def float(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """A tensor as `dtype` (an int8 tensor of a quantized directory is dequantized)."""

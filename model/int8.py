@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 QMAX = 127           # weight levels with VNNI / AMX (exact int32 dot products)
-QMAX_NO_VNNI = 63    # without VNNI: AVX2's u8 x s8 pair sums saturate at int16 unless weights keep 7 bits
+QMAX_NO_VNNI = 63
+_ZERO_POINT = torch.tensor(128.0)   # activations are shifted into uint8 for the u8s8 kernel    # without VNNI: AVX2's u8 x s8 pair sums saturate at int16 unless weights keep 7 bits
 
 
 def int8_kernel_available() -> bool:
@@ -109,9 +110,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape                                       # x: [..., K]
-        x2 = x.reshape(-1, self.in_features)
-        xs = x2.abs().amax(dim=1, keepdim=True).float().clamp_min_(1e-12).div_(QMAX)   # [M, 1]
-        xq = torch.round(x2.float() / xs).add_(128).clamp_(0, 255).to(torch.uint8)
+        x2 = x.reshape(-1, self.in_features).float()
+        lo, hi = torch.aminmax(x2, dim=1, keepdim=True)                    # one pass for the scale
+        xs = torch.maximum(hi, lo.neg()).clamp_min_(1e-12).div_(QMAX)      # [M, 1]
+        xq = torch.addcdiv(_ZERO_POINT, x2, xs).round_().clamp_(0, 255).to(torch.uint8)   # x / s + 128
         y = torch.ops.onednn.qlinear_pointwise(xq, 1.0, 128, self.qweight, self.weight_scale, self.weight_zero,
                                                None, 1.0, 0, x.dtype, "none", [], "")
         y = y.mul_(xs.to(x.dtype))

@@ -62,6 +62,19 @@ class Kernel:
 
 KERNELS = {"float32": Kernel("float32", torch.float32), "bfloat16": Kernel("bfloat16", torch.bfloat16),
            "int8": Kernel("int8", torch.float32, int8=True)}
+# Decode agreement with fp32 exact decoding on the default model's held-out stdlib line holes, measured by
+# `coda-bench realsize` (benchmarks/results/realsize.json, "default_model_agreement", exact decoding in both):
+# (same tokens, same text). A kernel under the bar (tokens >= 0.9 and text >= 0.85, the bar the cache
+# approximations meet) is not a candidate for `auto`; it can still be set explicitly.
+AGREEMENT = {"float32": (1.0, 1.0), "bfloat16": (0.964, 0.833), "int8": (0.947, 0.867)}
+AGREEMENT_BAR = (0.9, 0.85)
+
+
+def meets_agreement_bar(name: str) -> bool:
+    tokens, text = AGREEMENT.get(name, (0.0, 0.0))
+    return tokens >= AGREEMENT_BAR[0] and text >= AGREEMENT_BAR[1]
+
+
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                "float16": "float16", "fp16": "float16"}
 QUANTIZE = ("auto", "none", "int8")
@@ -174,12 +187,12 @@ def candidates(dtype: str, quantize: str) -> list[str]:
         raise ModelLoadError("float16 on CPU is ~1000x slower than bfloat16: use --dtype bfloat16 or float32")
     if dtype not in ("auto", "float32", "bfloat16"):
         raise ModelLoadError(f"unknown dtype {dtype!r}: use auto, float32 or bfloat16")
-    floats = ["float32", "bfloat16"] if dtype == "auto" else [dtype]
+    floats = [k for k in ("float32", "bfloat16") if meets_agreement_bar(k)] if dtype == "auto" else [dtype]
     if quantize == "int8":
         return ["int8"]
     if quantize == "none" or dtype != "auto":   # an explicit dtype asks for float weights of that dtype
         return floats
-    return floats + ["int8"]
+    return floats + ["int8"] if meets_agreement_bar("int8") else floats
 
 
 def fixed_kernel(dtype: str, quantize: str, device: torch.device, stored_int8: bool = False) -> KernelChoice:
@@ -429,11 +442,13 @@ def choose_kernel(reader: "WeightReader", config: CodaConfig, dtype: str = "auto
     chosen_threads = threads or pick_threads(thread_ms)
     torch.set_num_threads(chosen_threads)
     plural = "s" * (chosen_threads > 1)
+    explicit = DTYPE_NAMES.get(dtype, dtype) != "auto" or quantize == "int8"
+    tag = "fallback" if kernel.name not in names else "set" if explicit else "the only candidate"
     usable = [m for m in measured if m.ok]
     how = "cached measurement" if cached else "measured"
     reason = (f"{kernel.name}, {chosen_threads} thread{plural}: {how} per request "
               f"({', '.join(f'{m.kernel} {m.request_ms:.0f} ms' for m in usable)})" if len(usable) > 1
-              else f"{kernel.name} ({'set' if names == [kernel.name] else 'fallback'}), {chosen_threads} thread{plural}"
+              else f"{kernel.name} ({tag}), {chosen_threads} thread{plural}"
               + ("" if threads is None else " (set)"))
     choice = KernelChoice(kernel, chosen_threads, reason, measured, thread_ms, cached=cached, notes=notes)
     if store is not None and not cached and len(usable) > 1:

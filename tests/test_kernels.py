@@ -65,8 +65,8 @@ def test_explicit_settings_pin_the_kernel_and_say_so(tiny_model_dir):
     lm = load_model(tiny_model_dir, device="cpu", dtype="bfloat16", quantize="none", threads=1)
     assert lm.dtype == torch.bfloat16 and not lm.kernel.measured and "(set)" in lm.kernel.summary()
     assert candidates("bfloat16", "auto") == ["bfloat16"]           # an explicit dtype means float weights
-    assert candidates("auto", "none") == ["float32", "bfloat16"]
-    assert candidates("auto", "auto") == ["float32", "bfloat16", "int8"]
+    assert candidates("auto", "none") == [k for k in ("float32", "bfloat16") if kernels.meets_agreement_bar(k)]
+    assert candidates("auto", "auto")[-1] == "int8" and candidates("bfloat16", "none") == ["bfloat16"]
     with pytest.raises(ModelLoadError, match="float16"):
         candidates("float16", "auto")
     with pytest.raises(ModelLoadError, match="quantize"):
@@ -76,12 +76,21 @@ def test_explicit_settings_pin_the_kernel_and_say_so(tiny_model_dir):
 def test_auto_measures_every_candidate_against_fp32_and_picks_the_cheapest(tiny_model_dir, tmp_path):
     lm = load_model(tiny_model_dir, device="cpu", dtype="auto", quantize="auto", kernel_cache=tmp_path / "k.json")
     names = [m.kernel for m in lm.kernel.measured]
-    assert names == ["float32", "bfloat16", "int8"]
+    assert names == candidates("auto", "auto") and len(names) > 1
     assert all(m.ok and m.step_ms > 0 and m.refresh_ms > 0 for m in lm.kernel.measured)
     assert all(m.relative_error is not None for m in lm.kernel.measured if m.kernel != "float32")
     best = min(lm.kernel.measured, key=lambda m: m.request_ms)
     assert lm.kernel_name == best.kernel and "measured per request" in lm.kernel.reason
     assert lm.kernel.threads in lm.kernel.thread_ms and torch.get_num_threads() == lm.kernel.threads
+
+
+def test_a_kernel_under_the_decode_agreement_bar_is_not_an_auto_candidate(monkeypatch):
+    monkeypatch.setitem(kernels.AGREEMENT, "bfloat16", (0.95, 0.80))    # text match under 0.85
+    monkeypatch.setitem(kernels.AGREEMENT, "int8", (0.95, 0.90))
+    assert candidates("auto", "auto") == ["float32", "int8"]
+    assert candidates("bfloat16", "none") == ["bfloat16"]                # set explicitly, it is used
+    monkeypatch.setitem(kernels.AGREEMENT, "int8", (0.85, 0.90))         # token agreement under 0.9
+    assert candidates("auto", "auto") == ["float32"] and candidates("auto", "int8") == ["int8"]
 
 
 def test_a_kernel_that_errs_in_its_probe_is_not_chosen(tiny_model_dir, monkeypatch):
@@ -117,22 +126,22 @@ def test_pick_threads_takes_the_fewest_within_ten_percent_of_the_fastest():
 
 def test_the_choice_is_cached_per_model_and_cpu_and_remeasured_elsewhere(tiny_model_dir, tmp_path):
     cache = tmp_path / "kernels.json"
-    first = load_model(tiny_model_dir, device="cpu", kernel_cache=cache)
-    again = load_model(tiny_model_dir, device="cpu", kernel_cache=cache)
+    first = load_model(tiny_model_dir, device="cpu", quantize="auto", kernel_cache=cache)
+    again = load_model(tiny_model_dir, device="cpu", quantize="auto", kernel_cache=cache)
     assert not first.kernel.cached and again.kernel.cached and again.kernel_name == first.kernel_name
     data = json.loads(cache.read_text())
     (entry,) = data["entries"].values()
     entry["identity"]["cpu"] = "Some Other CPU"
     cache.write_text(json.dumps(data))
-    other = load_model(tiny_model_dir, device="cpu", kernel_cache=cache)
+    other = load_model(tiny_model_dir, device="cpu", quantize="auto", kernel_cache=cache)
     assert not other.kernel.cached and any("another CPU" in n for n in other.kernel.notes)
     data = json.loads(cache.read_text())
     next(iter(data["entries"].values()))["identity"]["torch"] = "1.0.0"
     cache.write_text(json.dumps(data))
-    older = load_model(tiny_model_dir, device="cpu", kernel_cache=cache)
+    older = load_model(tiny_model_dir, device="cpu", quantize="auto", kernel_cache=cache)
     assert not older.kernel.cached and any("torch 1.0.0" in n for n in older.kernel.notes)
     cache.write_text("{not json")
-    broken = load_model(tiny_model_dir, device="cpu", kernel_cache=cache)
+    broken = load_model(tiny_model_dir, device="cpu", quantize="auto", kernel_cache=cache)
     assert any("unreadable" in n for n in broken.kernel.notes)
     assert json.loads(cache.read_text())["version"] == kernels.CACHE_VERSION    # rewritten whole
 
