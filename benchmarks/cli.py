@@ -7,6 +7,8 @@
     coda-bench http                    # HTTP server: batched vs serial requests/s and latency
     coda-bench soak                    # memory and latency over a long run of editing traffic
     coda-bench latency                 # what an editor waits for vs the engine's decode of the same hole
+    coda-bench kernels                 # one window-step matmul in each CPU kernel considered
+    coda-bench realsize                # the kernel table at the 1.7B shape through the real server
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -21,6 +23,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "train": ("coda_bench.train", "training throughput and MFU"),
     "load": ("coda_bench.load_rss", "peak RSS of loading a 1.7B-shape checkpoint"),
     "server": ("coda_bench.server", "language-server latency"),
+    "kernels": ("coda_bench.kernel_ops", "one window-step matmul in every CPU kernel considered (fp32, bf16, int8 variants)"),
     "realsize": ("coda_bench.realsize", "the server's decode at the real 1.7B shape: cold, warm, AR, floor, agreement"),
     "http": ("coda_bench.http", "coda-lsp serve: requests/s and latency, batched vs one after another"),
     "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),

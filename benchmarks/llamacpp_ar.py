@@ -24,6 +24,9 @@ import time
 import traceback
 from pathlib import Path
 
+# benchmarks/http.py would shadow the stdlib's http (torch imports it): drop this folder from the path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import numpy as np
 
 CACHE = Path.home() / ".cache" / "coda-lsp"
