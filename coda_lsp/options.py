@@ -21,6 +21,7 @@ from coda_model.decode_config import ALGORITHMS, CACHE_KINDS, DecodeConfig
 from coda_lsp.gate import GateConfig
 from coda_lsp.stats import STATS_MODES
 
+LINE_TOKENS = 24    # length budget of a rest-of-line hole (at most maxTokens)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
@@ -31,7 +32,7 @@ class ServerOptions:
     device: str = "auto"                 # auto | cpu | cuda | mps
     dtype: str = "auto"                  # auto | float32 | bfloat16 (never float16 on CPU: the loader decides)
     decode: DecodeConfig = field(default_factory=DecodeConfig.editor)   # how a hole is denoised
-    max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(24, this)
+    max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(LINE_TOKENS, this)
     debounce_ms: int = 75                # wait after an automatic trigger before running the model
     context_tokens: int = 1024           # budget for prefix + suffix + extra context
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
@@ -150,7 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("device", "device", f"{' | '.join(DEVICES)}", _choice(DEVICES)),
     Setting("dtype", "dtype", "auto | float32 | bfloat16 (fp16 is never used on a CPU)", _choice(DTYPES)),
     Setting("steps", "decode.steps", "max denoise steps per hole"),
-    Setting("maxTokens", "max_tokens", "length budget of a block hole (line holes use min(24, this))", _positive_int),
+    Setting("maxTokens", "max_tokens", f"length budget of a block hole (line holes use min({LINE_TOKENS}, this))", _positive_int),
     Setting("algorithm", "decode.alg", f"unmasking order: {' | '.join(ALGORITHMS)}"),
     Setting("temperature", "decode.temperature", "sampling temperature (0 = greedy)"),
     Setting("threshold", "decode.threshold", "reveal every token at least this confident per step; 'none' = the "
