@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gzip
 import json
 import sys
 import time
@@ -62,6 +63,19 @@ def file_holes(paths: list[Path], limit: int) -> list[dict]:
         if len(rows) >= limit:
             break
     return rows
+
+
+def infill_holes(path: Path, limit: int) -> list[dict]:
+    """HumanEval-infilling holes: one per problem (its middle line hole, as heldout_line_holes takes the
+    middle of a file), so the eval data's prompts count once each."""
+    by_problem: dict[str, list[dict]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["canonical_solution"].strip():
+                by_problem.setdefault(r["task_id"].rsplit("/", 1)[0], []).append(r)
+    rows = [rs[len(rs) // 2] for rs in by_problem.values()][:limit]
+    return [{k: r[k] for k in ("task_id", "prompt", "suffix", "canonical_solution")} for r in rows]
 
 
 def decode_holes(model: str | None, rows: list[dict]) -> list[dict]:
@@ -207,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model directory (default: the embedded default model)")
     ap.add_argument("--data", default=str(REPO / "data" / "default_model"), help="build_data.py output (heldout.jsonl)")
     ap.add_argument("--files", type=Path, nargs="+", help="Python files / folders to cut holes from instead of --data")
+    ap.add_argument("--infill", type=Path, help="a HumanEval-infilling .jsonl.gz whose holes to use instead of --data")
     ap.add_argument("--limit", type=int, default=400, help="at most this many held-out files (one hole each)")
     ap.add_argument("--cost", type=float, default=8.0, help="characters a wrong shown suggestion costs")
     ap.add_argument("--holes", type=Path, help="reuse decoded holes saved by an earlier run (skips the model)")
@@ -219,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.holes:
         holes = json.loads(args.holes.read_text())["holes"]
     else:
-        rows_in = file_holes(args.files, args.limit) if args.files else heldout_line_holes(Path(args.data), args.limit)
+        rows_in = (file_holes(args.files, args.limit) if args.files else
+                   infill_holes(args.infill, args.limit) if args.infill else heldout_line_holes(Path(args.data), args.limit))
         holes = decode_holes(args.model, rows_in)
     rows = grid(holes, args.cost)
     also = {str(p): grid(json.loads(p.read_text())["holes"], args.cost) for p in args.also}
