@@ -75,6 +75,8 @@ class LlamaDialect:
         self.model = model
 
     def result(self, spec: HoleSpec, p: Progress, index: int) -> dict:
+        """No `tokens_cached`: llama-server's count of tokens kept in a slot's KV cache has no counterpart
+        (every request decodes from its own text), and a client must never read a made-up figure."""
         c, t = p.candidates[index], p.timings
         assert t is not None and c.final is not None
         n, pred_ms = c.num_tokens, max(t.predicted_ms, 1e-3)
@@ -85,7 +87,7 @@ class LlamaDialect:
                    "predicted_per_token_ms": t.predicted_ms / max(1, n), "predicted_per_second": 1e3 * n / pred_ms,
                    "cache_n": 0, "queue_ms": t.queue_ms, "steps": t.steps}
         body = {"index": index, "content": c.final.text, "tokens": [], "id_slot": 0, "stop": True,
-                "model": self.model, "tokens_predicted": n, "tokens_evaluated": t.prompt_n, "tokens_cached": 0,
+                "model": self.model, "tokens_predicted": n, "tokens_evaluated": t.prompt_n,
                 "has_new_line": "\n" in c.final.text, "truncated": t.truncated, "stop_type": c.final.stop_type,
                 "stopping_word": c.final.stopping_word, "prompt": "",
                 "generation_settings": {"n_predict": spec.length, "temperature": spec.decode.temperature,

@@ -102,17 +102,21 @@ def _fields(name: str, value: Any) -> tuple[str, ...]:
 
 
 def _extra(name: str, value: Any) -> str:
-    """llama.cpp's input_extra [{filename, text}] -> one text; chunks with a filename get a commented header."""
+    """llama.cpp's input_extra [{filename, text}] -> one text; chunks with a filename get a commented header.
+
+    Checked as llama-server checks it: `text` a string, `filename` (optional) a string, any other key
+    ignored (llama.vim's ring chunks carry `time`)."""
     if value is None:
         return ""
     if not isinstance(value, list):
         raise BadRequest(f"'{name}' must be a list of {{filename, text}} objects")
     parts = []
     for i, chunk in enumerate(value):
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("text", ""), str) \
-                or not isinstance(chunk.get("filename", ""), str) or set(chunk) - {"filename", "text"}:
-            raise BadRequest(f"'{name}[{i}]' must be an object with string fields filename and text")
-        text, filename = chunk.get("text", ""), chunk.get("filename", "")
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str) \
+                or not isinstance(chunk.get("filename", ""), str):
+            raise BadRequest(f"'{name}[{i}]' must be an object with a string field text (and filename, if any, "
+                             f"a string)")
+        text, filename = chunk["text"], chunk.get("filename", "")
         if not text:
             continue
         if filename:   # names only label the chunk for the model: nothing is read from the server's disk
