@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from coda_model.config import CodaConfig
-from coda_model.errors import ModelLoadError
+from coda_model.errors import ModelLoadError, ModelSaveError
 from coda_model.families import Family, detect_family
 from coda_model.hub import resolve_model_ref
 from coda_model.network import CodaLM
@@ -174,7 +174,14 @@ def check_tokenizer_matches(config: CodaConfig, tokenizer: CodaTokenizer, path: 
 
 def save_model(model: CodaLM, path: str | Path, tokenizer: Optional[CodaTokenizer] = None,
                dtype: Optional[torch.dtype] = None, max_shard_bytes: int = 5 * 1024**3) -> Path:
-    """Write config.json, (sharded) safetensors and the tokenizer; files are written atomically."""
+    """Write config.json, (sharded) safetensors and the tokenizer; files are written atomically.
+
+    Only CoDA models: the layout written is CoDA's (Qwen3 field and tensor names), and a Dream or LLaDA
+    model written so would not load back as itself, so it is refused before anything is written."""
+    if model.config.family != "coda":
+        raise ModelSaveError(f"cannot save a {model.config.family} model: only the CoDA layout is written and a "
+                             f"{model.config.family} model would not load back from it; keep (or copy) its original "
+                             f"directory")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
