@@ -201,6 +201,28 @@ def _apply(options: ServerOptions, setting: Setting, raw: Any) -> ServerOptions:
     return replace(options, **{setting.name: setting.parse(raw)})
 
 
+def _keep(options: ServerOptions, previous: ServerOptions, setting: Setting) -> ServerOptions:
+    """`options` with `setting` as it was in `previous`."""
+    if setting.is_decode:
+        field_name = setting.name.split(".", 1)[1]
+        return replace(options, decode=replace(options.decode, **{field_name: getattr(previous.decode, field_name)}))
+    return replace(options, **{setting.name: previous.get(setting.name)})
+
+
+def settings_section(base: ServerOptions, previous: ServerOptions, raw: Any) -> tuple[ServerOptions, list[str]]:
+    """The client's whole `coda` section as the truth (workspace/didChangeConfiguration): a key that is
+    absent takes `base` (the server's defaults, command line included), so removing a setting resets it;
+    a bad value keeps `previous`'s, with one warning, as in `merge_options`."""
+    section = raw.get("coda") if isinstance(raw, dict) and isinstance(raw.get("coda"), dict) else raw
+    if not isinstance(section, dict):
+        return previous, merge_options(previous, raw)[1]
+    start = base
+    for key in section:
+        if key in BY_WIRE:
+            start = _keep(start, previous, BY_WIRE[key])
+    return merge_options(start, section)
+
+
 def merge_options(base: ServerOptions, raw: Any) -> tuple[ServerOptions, list[str]]:
     """New options with the valid keys of `raw` applied, and one warning per ignored key/value."""
     if raw is None:

@@ -98,7 +98,7 @@ async def test_the_remote_engine_decodes_what_the_local_one_would_and_streams_pa
 @pytest.mark.asyncio(loop_scope="module")
 async def test_remote_dying_mid_request_gives_an_empty_answer_one_status_line_and_reconnects(client, remote):
     rec = client.recorder
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": SLOW}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {**OPTIONS, **SLOW}}))
     uri = "file:///w/dying.py"
     open_doc(client, uri, SRC)
     pending = asyncio.ensure_future(client.text_document_inline_completion_async(inline_params(uri, 3, 8)))
