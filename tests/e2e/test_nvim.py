@@ -66,7 +66,14 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     partials = res["partial_texts"]
     assert len(partials) >= 2, res["events"]
     assert all(p["shown"] is not None for p in partials), "a partial notification was not drawn"
-    assert all(p["shown"] == p["text"] for p in partials), json.dumps(partials, ensure_ascii=False, indent=1)
+    dump = json.dumps(partials, ensure_ascii=False, indent=1)
+    assert all(p["text"].startswith(p["prefix"]) for p in partials), dump
+    assert all(p["shown"] == p["text"] for p in partials), dump
+    # what Tab would take (the confident prefix) is drawn as the text, the rest decoded so far dimmed
+    flat = lambda s: s.replace("\n", "")  # noqa: E731  (the read-back joins lines per highlight)
+    assert all(flat(p["confident"]) == flat(p["prefix"]) for p in partials), dump
+    assert all(flat(p["pending"]) == flat(p["text"][len(p["prefix"]):]) for p in partials), dump
+    assert any(p["pending"] for p in partials), f"no step had decoded text after a masked one: {dump}"
     assert len({p["shown"] for p in partials}) >= 2, f"the drawn text never changed while denoising: {partials}"
     assert [p["step"] for p in partials] == sorted(p["step"] for p in partials)
 
