@@ -243,6 +243,13 @@ class CompletionService:
         """Stages 3 and 4 for one request: from the result cache, a speculation in flight, or the model."""
         uri, version = doc.uri, doc.version
         start, end = doc.position_at(ctx.start), doc.position_at(ctx.end)
+        if num_candidates > 1 and self.result_cache.get(pipeline.infer_request(ctx, self.options, 1).cache_key()) is None:
+            # invoked with nothing shown before: the greedy suggestion first (what an automatic request and
+            # `coda-lsp complete` give), then the sampled ones; its own end is not the request's end
+            steps_only = (lambda e: None if e.done else on_partial(e)) if on_partial is not None else None
+            if await self._run(doc, ctx, rid, num_candidates=1, debounce_ms=debounce_ms, on_partial=steps_only,
+                               key=key) is None:
+                return None
         ticket = self.scheduler.ticket(key or uri)
         request = pipeline.infer_request(ctx, self.options, num_candidates, rid, document=uri)
         cache_key = request.cache_key()
@@ -263,7 +270,7 @@ class CompletionService:
         t_post = time.perf_counter()
         if num_candidates > 1:   # invoked: the greedy suggestion computed before (if any) stays first
             texts = (self.result_cache.get(pipeline.infer_request(ctx, self.options, 1).cache_key()) or []) + texts
-        items = pipeline.postprocess(texts, ctx, self.options.gate)
+        items = pipeline.postprocess(texts, ctx, self.options.gate)[:num_candidates]   # greedy + sampled, distinct
         note = hidden_note(texts, self.options.gate) if not items else None
         if note:
             log.info("[%s] %s %s", rid, uri, note)
