@@ -34,7 +34,7 @@ PORT = _free_port()
 ENGINE = f"http://127.0.0.1:{PORT}"
 SERVER = [sys.executable, "-m", "coda_lsp.cli", "--engine", ENGINE, "--log-level", "INFO"]
 OPTIONS = {"steps": 4, "maxTokens": 8, "debounceMs": 0, "streaming": True, "contextTokens": 256, "speculate": False,
-           "minConfidence": 0}   # the remote stream carries no confidences: compare with the local gate off
+           "minConfidence": 0}   # random weights are unsure of every token: the gate (remote as local) would hide all
 SLOW = {"steps": 48, "maxTokens": 48, "threshold": None, "blockLength": 48}
 SRC = "def total(xs):\n    s = 0\n    for x in xs:\n        \n    return s\n"
 

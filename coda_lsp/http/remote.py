@@ -110,6 +110,7 @@ class RemoteJob:
         self._response: Optional[httpx.Response] = None
         self._events: Optional[Iterator[tuple[str, str]]] = None
         self._content = [""] * self.num_candidates
+        self._pieces: list[Optional[list]] = [None] * self.num_candidates   # the final event's confidences
         self._finished: set[int] = set()
         self._partial = ("", 0, 0, 0)
 
@@ -143,6 +144,8 @@ class RemoteJob:
             self._content[i] += event["content"]
             if event["stop"]:
                 self._finished.add(i)
+                if isinstance(event.get("confidences"), list):
+                    self._pieces[i] = event["confidences"]
             if len(self._finished) == self.num_candidates:
                 self.done = True
                 self.close()
@@ -171,10 +174,15 @@ class RemoteJob:
         return list(self._content) if self.done else []
 
     def candidates(self) -> list:
-        """The texts as candidates without confidences (the HTTP stream carries none): the confidence
-        gate leaves them as they are."""
+        """The texts as token pieces with their confidences (the stream's `confidences` extension), so the
+        confidence gate acts as on a local engine; a server that sends none gives candidates the gate
+        leaves as they are."""
         from coda_lsp.gate import Candidate
-        return [Candidate.sure(t) for t in self.texts()]
+        out = []
+        for text, pieces in zip(self.texts(), self._pieces):
+            ok = pieces is not None and "".join(str(p[0]) for p in pieces) == text
+            out.append(Candidate.of(pieces) if ok else Candidate.sure(text))
+        return out
 
     def prefix(self, gate: Any) -> str:
         """Nothing to accept while a remote hole streams: its partial text carries no confidences."""

@@ -88,7 +88,9 @@ class LlamaDialect:
                    "cache_n": 0, "queue_ms": t.queue_ms, "steps": t.steps}
         body = {"index": index, "content": c.final.text, "tokens": [], "id_slot": 0, "stop": True,
                 "model": self.model, "tokens_predicted": n, "tokens_evaluated": t.prompt_n,
-                "has_new_line": "\n" in c.final.text, "truncated": t.truncated, "stop_type": c.final.stop_type,
+                "has_new_line": "\n" in c.final.text,
+                # extension (llama.cpp / OpenAI clients ignore it): each token's confidence, for the gate
+                "confidences": [[t, p] for t, p in c.pieces], "truncated": t.truncated, "stop_type": c.final.stop_type,
                 "stopping_word": c.final.stopping_word, "prompt": "",
                 "generation_settings": {"n_predict": spec.length, "temperature": spec.decode.temperature,
                                         "top_k": spec.decode.top_k or 0, "top_p": spec.decode.top_p or 1.0,

@@ -35,6 +35,7 @@ class Candidate:
     settled: str                 # the left-to-right text that can no longer change (what `content` streams)
     final: Optional[Cut] = None  # set once the candidate is finished
     num_tokens: int = 0          # hole tokens before the end of the text
+    pieces: tuple[tuple[str, float], ...] = ()   # once final: its text as (token text, confidence) pieces
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,19 @@ def encode(tokenizer: Any, spec: HoleSpec) -> HoleIds:
     prefix, suffix = tokenizer.encode(spec.prefix), tokenizer.encode(spec.suffix)
     fit = fit_budget(extra, prefix, suffix, spec.context_tokens)
     return HoleIds(fit[0] + fit[1], fit[2], sum(map(len, fit)) < len(extra) + len(prefix) + len(suffix))
+
+
+def pieces_of(spans: list[tuple[str, float]], text: str) -> tuple[tuple[str, float], ...]:
+    """The engine's (token text, confidence) pieces of a hole, as far as `text` (the hole's text after
+    stops and n_indent, a start of the pieces' join): what the confidence gate reads, local or remote."""
+    out, n = [], 0
+    for piece, conf in spans:
+        if n >= len(text):
+            break
+        piece = piece[: len(text) - n]
+        out.append((piece, float(conf)))
+        n += len(piece)
+    return tuple(out)
 
 
 @dataclass
@@ -248,4 +262,5 @@ class BatchWorker:
         elif over_time:
             final = Cut(finished_lines(visible_settled(settled, spec.stop, spec.n_indent)), "limit")
         visible = final.text if final is not None else visible_settled(settled, spec.stop, spec.n_indent)
-        return Candidate(partial, num_masked, visible, final, len(ids))
+        pieces = pieces_of(engine.hole_spans(state, row), final.text) if final is not None else ()
+        return Candidate(partial, num_masked, visible, final, len(ids), pieces)
