@@ -62,7 +62,9 @@ def sharp_dir(tmp_path_factory, coda_v0_dir) -> Path:
 
 
 def config(model: Path, **kw) -> ServeConfig:
-    """A fast server config for tests: the editor decode with 4 steps in blocks of 4, holes of <= 8 tokens."""
-    kw = {"max_hole": 8, "batch_window_ms": 30, "max_batch": 8, **kw}
+    """A fast server config for tests: the editor decode with 4 steps in blocks of 4, holes of <= 8 tokens,
+    the confidence gate off (random weights are unsure of every token; the gate's own tests turn it on)."""
+    kw = {"max_hole": 8, "batch_window_ms": 30, "max_batch": 8, "min_confidence": 0.0, "min_shown_confidence": 0.0,
+          **kw}
     return replace(ServeConfig(), model_path=str(model), device="cpu", dtype="float32", threads=1,
                    decode=replace(DecodeConfig.editor(), steps=4, block_length=4), **kw)

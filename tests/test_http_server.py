@@ -333,3 +333,35 @@ def test_a_request_over_the_servers_time_limit_gets_503_and_the_server_keeps_ser
         assert "event: error" in stream.text and "timed out" in stream.text
     finally:
         s.close()
+
+
+# ------------------------------------------------------------------------------------------- the gate
+def test_serve_gates_like_the_language_server_and_says_so(server) -> None:
+    """The same gate and settings as the language server: per request here (the server's defaults are
+    the language server's, tests/test_settings.py); a hidden answer is empty content, and `gate` says why."""
+    from coda_lsp.gate import GateConfig, apply_gate
+    from coda_lsp.gate import Candidate as Pieces
+    raw = infill(server, n_predict=8).json()
+    assert raw["gate"] == "off" and "".join(t for t, _ in raw["confidences"]) == raw["content"]
+    confs = sorted({p for _, p in raw["confidences"]})
+    assert confs, raw
+    for mc, ms in [(confs[-1], 0.0), (confs[0] + 1e-6, 0.0), (0.0, 1.0), (0.0, 1e-6)]:
+        body = infill(server, n_predict=8, min_confidence=mc, min_shown_confidence=ms).json()
+        local = apply_gate(Pieces.of(raw["confidences"]), GateConfig(mc, ms))   # the language server's gate
+        if local is None:
+            assert body["content"] == "" and body["gate"] == "hidden", (mc, ms, body)
+        else:
+            assert body["content"] == local[0] and body["gate"] == ("cut" if local[1] else "shown"), (mc, ms, body)
+    hidden = infill(server, n_predict=8, min_shown_confidence=1.0, stream=True)
+    events = [json.loads(d) for name, d in sse_events(hidden.text)]
+    assert "".join(e["content"] for e in events) == "" and events[-1]["gate"] == "hidden"
+
+
+def test_serve_gate_defaults_are_the_language_servers() -> None:
+    from coda_lsp.http.config import ServeConfig
+    from coda_lsp.http.serve import config_from, parser
+    from coda_lsp.options import ServerOptions
+    args = parser().parse_args([])
+    assert (args.min_confidence, args.min_shown_confidence) == (ServerOptions().min_confidence,
+                                                                 ServerOptions().min_shown_confidence)
+    assert config_from(args, {}).gate == ServerOptions().gate == ServeConfig().gate

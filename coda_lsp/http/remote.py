@@ -102,7 +102,8 @@ class RemoteJob:
         self.body = {"input_extra": [{"filename": "", "text": request.extra}] if request.extra else [],
                      "input_prefix": request.prefix, "input_suffix": request.suffix, "n_predict": request.length,
                      "n_cmpl": request.num_candidates, "stream_denoise": True,
-                     "context_tokens": request.context_tokens, "decode": asdict(request.decode)}
+                     "context_tokens": request.context_tokens, "decode": asdict(request.decode),
+                     "min_confidence": 0, "min_shown_confidence": 0}   # the raw text: the gate runs here
         self.done = False
         self.num_steps = 0
         self.model_s = 0.0            # time waiting for the remote's steps

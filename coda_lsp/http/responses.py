@@ -47,6 +47,12 @@ def deltas(progress: Progress, sent: list[str]) -> list[tuple[int, str]]:
     return out
 
 
+def gate_outcome(spec: HoleSpec, c: Candidate) -> str:
+    """Extension field: "off", "shown" (passed whole), "cut" (ends before an unsure token) or "hidden"
+    (empty content: the first line was too unsure)."""
+    return "off" if spec.gate.off else (c.gated or "shown")
+
+
 def _text(c: Candidate) -> str:
     return c.final.text if c.final is not None else c.settled
 
@@ -90,7 +96,8 @@ class LlamaDialect:
                 "model": self.model, "tokens_predicted": n, "tokens_evaluated": t.prompt_n,
                 "has_new_line": "\n" in c.final.text,
                 # extension (llama.cpp / OpenAI clients ignore it): each token's confidence, for the gate
-                "confidences": [[t, p] for t, p in c.pieces], "truncated": t.truncated, "stop_type": c.final.stop_type,
+                "confidences": [[t, p] for t, p in c.pieces],
+                "gate": gate_outcome(spec, c), "truncated": t.truncated, "stop_type": c.final.stop_type,
                 "stopping_word": c.final.stopping_word, "prompt": "",
                 "generation_settings": {"n_predict": spec.length, "temperature": spec.decode.temperature,
                                         "top_k": spec.decode.top_k or 0, "top_p": spec.decode.top_p or 1.0,
@@ -134,8 +141,8 @@ class OpenAIDialect:
 
     def final(self, spec: HoleSpec, p: Progress) -> dict:
         assert p.timings is not None
-        choices = [{"text": _text(c), "index": i, "logprobs": None, "finish_reason": self._reason(c)}
-                   for i, c in enumerate(p.candidates)]
+        choices = [{"text": _text(c), "index": i, "logprobs": None, "finish_reason": self._reason(c),
+                    "gate": gate_outcome(spec, c)} for i, c in enumerate(p.candidates)]
         done = sum(c.num_tokens for c in p.candidates)
         return {**self._head(), "choices": choices,
                 "usage": {"prompt_tokens": p.timings.prompt_n, "completion_tokens": done,

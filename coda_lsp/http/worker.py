@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from coda_lsp.http.config import ServeConfig
-from coda_lsp.http.hole_text import Cut, apply_stops, decode, finished_lines, settled_ids, visible_settled
+from coda_lsp.http.hole_text import (Cut, apply_stops, decode, finished_lines, gate_row, pieces_of, settled_ids,
+                                     visible_settled)
 from coda_lsp.http.schemas import BadRequest, HoleSpec
 from coda_lsp.options import ServerOptions
 from coda_lsp.pipeline import fit_budget
@@ -36,6 +37,7 @@ class Candidate:
     final: Optional[Cut] = None  # set once the candidate is finished
     num_tokens: int = 0          # hole tokens before the end of the text
     pieces: tuple[tuple[str, float], ...] = ()   # once final: its text as (token text, confidence) pieces
+    gated: str = ""              # what the confidence gate did: "" (nothing), "cut" or "hidden"
 
 
 @dataclass(frozen=True)
@@ -79,19 +81,6 @@ def encode(tokenizer: Any, spec: HoleSpec) -> HoleIds:
     prefix, suffix = tokenizer.encode(spec.prefix), tokenizer.encode(spec.suffix)
     fit = fit_budget(extra, prefix, suffix, spec.context_tokens)
     return HoleIds(fit[0] + fit[1], fit[2], sum(map(len, fit)) < len(extra) + len(prefix) + len(suffix))
-
-
-def pieces_of(spans: list[tuple[str, float]], text: str) -> tuple[tuple[str, float], ...]:
-    """The engine's (token text, confidence) pieces of a hole, as far as `text` (the hole's text after
-    stops and n_indent, a start of the pieces' join): what the confidence gate reads, local or remote."""
-    out, n = [], 0
-    for piece, conf in spans:
-        if n >= len(text):
-            break
-        piece = piece[: len(text) - n]
-        out.append((piece, float(conf)))
-        n += len(piece)
-    return tuple(out)
 
 
 @dataclass
@@ -262,5 +251,7 @@ class BatchWorker:
         elif over_time:
             final = Cut(finished_lines(visible_settled(settled, spec.stop, spec.n_indent)), "limit")
         visible = final.text if final is not None else visible_settled(settled, spec.stop, spec.n_indent)
-        pieces = pieces_of(engine.hole_spans(state, row), final.text) if final is not None else ()
-        return Candidate(partial, num_masked, visible, final, len(ids), pieces)
+        spans = engine.hole_spans(state, row)
+        final, visible, gated = gate_row(spans, final, visible, spec.gate)
+        pieces = pieces_of(spans, final.text) if final is not None else ()
+        return Candidate(partial, num_masked, visible, final, len(ids), pieces, gated)
