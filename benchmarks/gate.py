@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                             "defaults": row_at(rs, defaults)} for p, rs in also.items()},
                "sensitivity": sensitivity}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**summary, "examples": examples, "grid": rows, "holes": holes}, indent=1))
+    saved = {"holes_from": str(args.holes)} if args.holes else {"holes": holes}   # decoded holes are kept once
+    args.out.write_text(json.dumps({**summary, "examples": examples, "grid": rows, **saved}, indent=1))
     if args.plot:
         plot([r for r in rows if r["min_chars"] == 0], best, Path(args.plot))
     print(json.dumps(summary, indent=1))
