@@ -114,6 +114,7 @@ class RemoteJob:
         self._pieces: list[Optional[list]] = [None] * self.num_candidates   # the final event's confidences
         self._finished: set[int] = set()
         self._partial = ("", 0, 0, 0)
+        self._settled: list = []      # candidate 0's settled run as [text, confidence] pieces (last step)
 
     def step(self) -> tuple[str, int, int, int, bool]:
         """(partial text, step, steps, masked count, done) after the remote's next denoise step."""
@@ -138,6 +139,7 @@ class RemoteJob:
                 if event["index"] == 0:
                     self.num_steps += 1
                     self._partial = (event["text"], int(event["step"]), int(event["steps"]), int(event["masked_count"]))
+                    self._settled = event.get("settled") if isinstance(event.get("settled"), list) else []
                     if not event["done"]:   # a finished step is returned with the final text, as InfillJob does
                         return (*self._partial, False)
                 continue
@@ -186,8 +188,13 @@ class RemoteJob:
         return out
 
     def prefix(self, gate: Any) -> str:
-        """Nothing to accept while a remote hole streams: its partial text carries no confidences."""
-        return ""
+        """Candidate 0's settled text (before its first still-masked token) cut by the gate's
+        minConfidence, from the denoise event's `settled` pieces: what Tab accepts while it streams."""
+        from coda_lsp.gate import Candidate, cut
+        try:
+            return cut(Candidate.of(self._settled), gate.min_confidence)[0]
+        except (TypeError, ValueError):   # a server that sends something else: nothing to accept
+            return ""
 
     def close(self) -> None:
         """Stop reading (a superseded job): the server drops the request at its next step."""

@@ -33,7 +33,8 @@ def error_body(status: int, message: str) -> dict:
 def denoise_events(progress: Progress) -> list[str]:
     """The `stream_denoise` extension: one `event: denoise` per candidate and step."""
     return [sse({"index": i, "text": c.partial, "step": progress.step, "steps": progress.steps,
-                 "masked_count": c.masked_count, "done": c.final is not None}, "denoise")
+                 "masked_count": c.masked_count, "done": c.final is not None,
+                 "settled": [[t, p] for t, p in c.settled_pieces]}, "denoise")
             for i, c in enumerate(progress.candidates)]
 
 

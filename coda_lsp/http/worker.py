@@ -38,6 +38,7 @@ class Candidate:
     num_tokens: int = 0          # hole tokens before the end of the text
     pieces: tuple[tuple[str, float], ...] = ()   # once final: its text as (token text, confidence) pieces
     gated: str = ""              # what the confidence gate did: "" (nothing), "cut" or "hidden"
+    settled_pieces: tuple[tuple[str, float], ...] = ()   # the settled run's pieces (a remote Tab-while-streaming)
 
 
 @dataclass(frozen=True)
@@ -254,4 +255,5 @@ class BatchWorker:
         spans = engine.hole_spans(state, row)
         final, visible, gated = gate_row(spans, final, visible, spec.gate)
         pieces = pieces_of(spans, final.text) if final is not None else ()
-        return Candidate(partial, num_masked, visible, final, len(ids), pieces, gated)
+        head = pieces_of(spans, settled) if spec.stream_denoise else ()
+        return Candidate(partial, num_masked, visible, final, len(ids), pieces, gated, head)
