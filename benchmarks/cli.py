@@ -9,6 +9,7 @@
     coda-bench latency                 # what an editor waits for vs the engine's decode of the same hole
     coda-bench kernels                 # one window-step matmul in each CPU kernel considered
     coda-bench realsize                # the kernel table at the 1.7B shape through the real server
+    coda-bench gate                    # the confidence gate's defaults on held-out lines
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -28,6 +29,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "http": ("coda_bench.http", "coda-lsp serve: requests/s and latency, batched vs one after another"),
     "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),
     "latency": ("coda_bench.editor_latency", "a real LSP client's wait, fresh and after a keystroke, vs the engine alone"),
+    "gate": ("coda_bench.gate", "the confidence gate's defaults: coverage, precision, net chars on held-out lines"),
 }
 
 

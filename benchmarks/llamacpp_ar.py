@@ -16,6 +16,7 @@ Not part of CI or the test suite. Run with the llama-cpp-python venv:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import resource
@@ -35,19 +36,15 @@ PROMPT_TOKENS, GEN_TOKENS = 544, 32
 
 
 def machine() -> dict:
-    info = {"cpu": "?", "flags": {}, "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                info["flags"] = {f: f in flags for f in
-                                 ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")}
-                break
-    except OSError:
-        pass
+    info: dict = {"cpu": "?", "flags": {}, "cores": os.cpu_count()}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            info["cpu"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            fl = set(line.split(":", 1)[1].split())
+            info["flags"] = {f: f in fl for f in
+                             ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")}
+            break
     return info
 
 
@@ -110,14 +107,11 @@ class St:
         m = self.meta[name]
         dt = {"BF16": np.uint16, "F16": np.float16, "F32": np.float32}[m["dtype"]]
         a, b = m["data_offsets"]
-        arr = self.mm[self.base + a:self.base + b].view(dt).reshape(m["shape"])
-        return arr                                   # BF16 stays raw uint16: see bf16_to_f32
+        return self.mm[self.base + a:self.base + b].view(dt).reshape(m["shape"])   # BF16: raw uint16
 
 
 def bf16_to_f32(a: np.ndarray) -> np.ndarray:
-    if a.dtype == np.uint16:
-        return (a.astype(np.uint32) << 16).view(np.float32)
-    return a.astype(np.float32)
+    return (a.astype(np.uint32) << 16).view(np.float32) if a.dtype == np.uint16 else a.astype(np.float32)
 
 
 def write_gguf(src: Path, dst: Path) -> dict:
@@ -129,14 +123,12 @@ def write_gguf(src: Path, dst: Path) -> dict:
     tmp = dst.with_suffix(".gguf.part")
     w = gguf.GGUFWriter(tmp, "qwen3")
     w.add_name("coda-1p7b-random")
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_key_length(cfg["head_dim"])
-    w.add_value_length(cfg["head_dim"])
+    for fn, key in [("context_length", "max_position_embeddings"), ("embedding_length", "hidden_size"),
+                    ("block_count", "num_hidden_layers"), ("feed_forward_length", "intermediate_size"),
+                    ("head_count", "num_attention_heads"), ("head_count_kv", "num_key_value_heads"),
+                    ("key_length", "head_dim"), ("value_length", "head_dim"), ("bos_token_id", "bos_token_id"),
+                    ("eos_token_id", "eos_token_id"), ("pad_token_id", "pad_token_id")]:
+        getattr(w, "add_" + fn)(cfg[key])
     w.add_rope_freq_base(float(cfg["rope_theta"]))
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
@@ -147,19 +139,12 @@ def write_gguf(src: Path, dst: Path) -> dict:
     w.add_token_list(tokens)
     w.add_token_types(toktypes)
     w.add_token_merges(merges)
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_pad_token_id(cfg["pad_token_id"])
     w.add_add_bos_token(False)
 
-    pairs = tensor_map(cfg)
     files = {f: St(src / f) for f in set(index.values())}
-
-    def sl(name):
-        return files[index[name]].tensor(name)
-
+    sl = lambda name: files[index[name]].tensor(name)  # noqa: E731
     plan = []
-    for hf, ll in pairs:                 # pass 1: tensor infos only (shapes, types, byte sizes)
+    for hf, ll in tensor_map(cfg):                 # pass 1: tensor infos only (shapes, types, byte sizes)
         shape = sl(hf).shape
         if len(shape) == 1:
             w.add_tensor_info(ll, shape, np.dtype(np.float32), shape[0] * 4)
@@ -183,18 +168,12 @@ def write_gguf(src: Path, dst: Path) -> dict:
         step = rows if qt is None else 8192
         for r in range(0, rows, step):
             block = bf16_to_f32(s[r:r + step])
-            data = block if qt is None else quantize(block, qt)
-            data.tofile(fout)
+            (block if qt is None else quantize(block, qt)).tofile(fout)
         assert fout.tell() - start == ti.nbytes, (ll, fout.tell() - start, ti.nbytes)
         w.write_padding(fout, ti.nbytes)
     w.close()
     tmp.replace(dst)
     return {"written": True, "convert_s": round(time.perf_counter() - t0, 1), **rss_mb()}
-
-
-def prompt_text() -> str:
-    import _pyio
-    return Path(_pyio.__file__).read_text(encoding="utf-8")
 
 
 def bench(path: Path, threads: int, runs: int, extra_bufts: bool) -> dict:
@@ -212,14 +191,12 @@ def bench(path: Path, threads: int, runs: int, extra_bufts: bool) -> dict:
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_batch=512, n_threads=threads,
                           n_threads_batch=threads, verbose=False, logits_all=False)
     load_s = time.perf_counter() - t0
-    ids = llm.tokenize(prompt_text().encode("utf-8"), add_bos=False, special=False)[:PROMPT_TOKENS]
+    import _pyio
+    ids = llm.tokenize(Path(_pyio.__file__).read_bytes(), add_bos=False, special=False)[:PROMPT_TOKENS]
     n_vocab = llm.n_vocab()
-    best = None
-    all_runs = []
-    generated = []
+    all_runs, generated = [], []
     for _ in range(runs):
-        llm.reset()
-        llm._ctx.kv_cache_clear() if hasattr(llm._ctx, "kv_cache_clear") else None
+        llm.reset()                      # clears the KV memory too
         t0 = time.perf_counter()
         llm.eval(ids)
         t1 = time.perf_counter()
@@ -233,12 +210,9 @@ def bench(path: Path, threads: int, runs: int, extra_bufts: bool) -> dict:
         r = {"prompt_eval_s": round(t1 - t0, 3), "generate_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3),
              "prompt_tok_per_s": round(len(ids) / (t1 - t0), 1), "gen_tok_per_s": round(GEN_TOKENS / (t2 - t1), 2)}
         all_runs.append(r)
-        if best is None or r["total_s"] < best["total_s"]:
-            best = r
-    out = {"threads": threads, "use_extra_bufts": extra_bufts, "load_s": round(load_s, 2), "prompt_tokens": len(ids), "gen_tokens": GEN_TOKENS,
-           "best": best, "runs": all_runs, "generated_head": generated[:8], **rss_mb()}
-    del llm
-    return out
+    best = min(all_runs, key=lambda r: r["total_s"])
+    return {"threads": threads, "use_extra_bufts": extra_bufts, "load_s": round(load_s, 2), "prompt_tokens": len(ids),
+            "gen_tokens": GEN_TOKENS, "best": best, "runs": all_runs, "generated_head": generated[:8], **rss_mb()}
 
 
 def main() -> int:
@@ -259,9 +233,8 @@ def main() -> int:
                  "machine": machine(), "python": sys.version.split()[0], "loadavg_before": os.getloadavg()}
     try:
         import llama_cpp
-        import gguf
         res["llama_cpp_python"] = llama_cpp.__version__
-        res["gguf_package"] = getattr(gguf, "__version__", None) or __import__("importlib.metadata").metadata.version("gguf")
+        res["gguf_package"] = importlib.metadata.version("gguf")
         res["llama_system_info"] = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
     except Exception as e:  # noqa: BLE001
         res["error"] = f"llama-cpp-python / gguf import failed: {e!r}"
@@ -282,17 +255,16 @@ def main() -> int:
     res["results"] = []
     extra = 1                            # llama.cpp's default: AMX / repack extra buffer types on
     for t in a.threads:
-        while True:
+        r = child(a, t, extra)
+        if extra and r.get("returncode", 0) < 0:   # crashed on llama.cpp's default (AMX / repack) path
+            res["default_path_failure"] = r
+            res["amx_note"] = (f"llama.cpp's default load (use_extra_bufts=true: AMX_INT8 / repack buffers) died "
+                               f"({r['error']}); on this machine gdb put the SIGSEGV in ggml_backend_amx_mul_mat at "
+                               "the first decode (cf. open upstream ggml-org/llama.cpp#20824). The rows use "
+                               "use_extra_bufts=false: ggml's plain CPU Q8_0 kernels (AVX-512 VNNI), no AMX.")
+            print(res["amx_note"], flush=True)
+            extra = 0
             r = child(a, t, extra)
-            if extra and r.get("returncode") == -11:
-                res["amx_note"] = ("llama.cpp's default load (use_extra_bufts=true, AMX_INT8 backend on this CPU) "
-                                   "segfaults in ggml_backend_amx_mul_mat at the first decode (SIGSEGV; upstream "
-                                   "ggml-org/llama.cpp#20824 reports the same crash). Rows below use "
-                                   "use_extra_bufts=false: plain ggml CPU Q8_0 kernels (AVX-512 VNNI), no AMX.")
-                print("AMX path crashed (SIGSEGV); retrying with use_extra_bufts=false", flush=True)
-                extra = 0
-                continue
-            break
         print(json.dumps(r), flush=True)
         res["results"].append(r)
     return finish(res, a.out)

@@ -17,6 +17,7 @@ Writes benchmarks/results/realsize_openvino.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -43,8 +44,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 def rotate_half(x):
@@ -61,16 +61,14 @@ class Layer(nn.Module):
         eps = cfg["rms_norm_eps"]
 
         def lin(name):
-            w = sd[name]
-            m = nn.Linear(w.shape[1], w.shape[0], bias=False)
-            m.weight = nn.Parameter(w, requires_grad=False)
+            m = nn.Linear(sd[name].shape[1], sd[name].shape[0], bias=False)
+            m.weight = nn.Parameter(sd[name], requires_grad=False)
             return m
         a, m = "self_attn.", "mlp."
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (lin(a + n + "_proj.weight") for n in "qkvo")
         self.gate_proj, self.up_proj, self.down_proj = (lin(m + n + "_proj.weight") for n in ("gate", "up", "down"))
         self.q_norm, self.k_norm = RMSNorm(sd[a + "q_norm.weight"], eps), RMSNorm(sd[a + "k_norm.weight"], eps)
-        self.ln1 = RMSNorm(sd["input_layernorm.weight"], eps)
-        self.ln2 = RMSNorm(sd["post_attention_layernorm.weight"], eps)
+        self.ln1, self.ln2 = (RMSNorm(sd[n + "_layernorm.weight"], eps) for n in ("input", "post_attention"))
 
     def forward(self, h, cos, sin, past_k=None, past_v=None):
         b, m, _ = h.shape
@@ -117,18 +115,14 @@ def load_layer0(src: Path) -> tuple[dict, dict, torch.Tensor]:
     from safetensors import safe_open
     cfg = json.loads((src / "config.json").read_text())
     index = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
-    pre = "model.layers.0."
-    sd = {}
+    pre, sd = "model.layers.0.", {}
     for name, f in index.items():
-        if name.startswith(pre) or name == "model.embed_tokens.weight":
+        if name.startswith(pre):
             with safe_open(str(src / f), framework="pt") as fh:
-                t = fh.get_tensor(name)
-            if name.startswith(pre):
-                sd[name[len(pre):]] = t.float()
-            else:
-                ids = torch.randint(0, 151000, (1024,), generator=torch.Generator().manual_seed(0))
-                emb = t[ids].float()                           # real embedding rows as layer input
-                del t
+                sd[name[len(pre):]] = fh.get_tensor(name).float()
+    with safe_open(str(src / index["model.embed_tokens.weight"]), framework="pt") as fh:   # real rows as input
+        ids = torch.randint(0, 151000, (1024,), generator=torch.Generator().manual_seed(0))
+        emb = fh.get_tensor("model.embed_tokens.weight")[ids].float()
     return sd, cfg, emb
 
 
@@ -141,22 +135,16 @@ def rope(cfg: dict, start: int, m: int):
 
 
 def timed(fn, runs: int, warm: int) -> list[float]:
-    for _ in range(warm):
-        fn()
     out = []
-    for _ in range(runs):
+    for i in range(warm + runs):
         t0 = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
-def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((a.float() - ref).norm() / ref.norm())
+    return out[warm:]
 
 
 def machine() -> dict:
-    info = {"cpu": "?", "flags": {}, "cores": os.cpu_count()}
+    info: dict = {"cpu": "?", "flags": {}, "cores": os.cpu_count()}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             info["cpu"] = line.split(":", 1)[1].strip()
@@ -168,86 +156,111 @@ def machine() -> dict:
     return info
 
 
+OV_CANDS = {"ov_fp32": (None, "f32"), "ov_int8_asym": ("INT8_ASYM", "f32"), "ov_int8_sym": ("INT8_SYM", "f32"),
+            "ov_bf16": (None, "bf16"), "ov_int8_asym_bf16": ("INT8_ASYM", "bf16"), "ov_int8_sym_bf16": ("INT8_SYM", "bf16")}
+SHAPES = {"window_M9_S512": (9, 512), "refresh_M512_S0": (512, 0)}
+
+
+def setup(src: Path):
+    """Layer 0 (fp32), and per shape: the inputs (seeded) and torch fp32's hidden output."""
+    sd, cfg, emb = load_layer0(src)
+    layer = Layer(sd, cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    cases = {}
+    for sname, (m, s) in SHAPES.items():
+        cos, sin = rope(cfg, s, m)
+        inputs = [emb[:m][None].contiguous(), cos, sin]
+        if s:
+            inputs += [torch.randn(1, cfg["num_key_value_heads"], s, cfg["head_dim"], generator=g) for _ in range(2)]
+        with torch.inference_mode():
+            cases[sname] = (inputs, layer(*inputs)[0], 2 if m < 100 else 1)
+    return layer, cfg, cases
+
+
+def ov_child(a, cname: str) -> None:
+    """One OpenVINO candidate, all shapes and thread counts; prints ROW lines (a crash keeps earlier rows)."""
+    import nncf
+    import openvino as ov
+    layer, _, cases = setup(a.src)
+    core, (mode, prec) = ov.Core(), OV_CANDS[cname]
+    for sname, (inputs, ref, warm) in cases.items():
+        model = ov.convert_model(layer, example_input=tuple(inputs))
+        if mode:
+            model = nncf.compress_weights(model, mode=getattr(nncf.CompressWeightsMode, mode))
+        feeds = [x.numpy() for x in inputs]
+        for t in a.threads:
+            print(f"START {sname} t={t}, compile_model", flush=True)
+            cm = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": t, "INFERENCE_PRECISION_HINT": prec,
+                                                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+            req = cm.create_infer_request()
+            print(f"START {sname} t={t}, first infer", flush=True)
+            y = torch.from_numpy(req.infer(feeds)[cm.output(0)].copy())
+            ms = timed(lambda: req.infer(feeds), a.runs, warm)
+            print("ROW " + json.dumps(row(sname, cname, t, ms, y, ref)), flush=True)
+
+
+def run_child(a, cname: str, rows: list, errors: list) -> None:
+    import subprocess
+    cmd = [sys.executable, __file__, "--src", str(a.src), "--runs", str(a.runs), "--threads", *map(str, a.threads),
+           "--ov-child", cname]
+    p, last = subprocess.run(cmd, capture_output=True, text=True), None
+    for line in p.stdout.splitlines():
+        if line.startswith("ROW "):
+            rows.append(json.loads(line[4:]))
+            print(rows[-1], flush=True)
+        elif line.startswith("START "):
+            last = line[6:]
+    if p.returncode:
+        why = f"killed by signal {-p.returncode}" if p.returncode < 0 else f"exit code {p.returncode}"
+        errors.append(f"{cname}: OpenVINO run {why} at {last}; stderr: {p.stderr.strip()[-400:]}")
+        print("FAILED", errors[-1], flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=CACHE / "coda-1p7b-random-bf16")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=OUT_JSON)
+    ap.add_argument("--ov-child", help=argparse.SUPPRESS)   # internal: one OpenVINO candidate
     a = ap.parse_args()
+    if a.ov_child:
+        return ov_child(a, a.ov_child) or 0
     import nncf
     import openvino as ov
     res: dict = {"what": "one CoDA 1.7B decoder layer (layer 0 weights), stateless window step, ms per call",
-                 "machine": machine(), "loadavg_before": os.getloadavg(),
-                 "versions": {"openvino": ov.__version__, "nncf": nncf.__version__, "torch": torch.__version__,
-                              "python": sys.version.split()[0]},
-                 "timing": f"median of {a.runs} runs after warm-up; rel_err = ||y - y_fp32|| / ||y_fp32|| on hidden out"}
-    core = ov.Core()
-    res["ov_cpu_caps"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    bf16_ok = "BF16" in res["ov_cpu_caps"]
-    sd, cfg, emb = load_layer0(a.src)
-    layer = Layer(sd, cfg).eval()
-    del sd
-    layer_bf16 = Layer(_layer_sd(layer, torch.bfloat16), cfg).eval()
-    layer_i8 = Layer(_layer_sd(layer, torch.float32), cfg).eval()
+                 "machine": machine(), "loadavg_before": os.getloadavg(), "versions": {
+                     "openvino": ov.__version__, "nncf": nncf.__version__, "torch": torch.__version__},
+                 "timing": f"median of {a.runs} runs after warm-up; rel_err = ||y - y_fp32|| / ||y_fp32|| on hidden out",
+                 "ov_cpu_caps": list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
+    layer, cfg, cases = setup(a.src)
+    layer_bf16, layer_i8 = copy.deepcopy(layer).to(torch.bfloat16), copy.deepcopy(layer)
     for n in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
         setattr(layer_i8, n, Int8Linear(getattr(layer, n)))
-    g = torch.Generator().manual_seed(1)
-    shapes = {"window_M9_S512": (9, 512), "refresh_M512_S0": (512, 0)}
-    rows, res["errors"] = [], []
-    for sname, (m, s) in shapes.items():
-        cos, sin = rope(cfg, s, m)
-        h = emb[:m][None].contiguous()
-        inputs = [h, cos, sin]
-        if s:
-            inputs += [torch.randn(1, cfg["num_key_value_heads"], s, cfg["head_dim"], generator=g) for _ in range(2)]
-        warm = 2 if m < 100 else 1
-        with torch.inference_mode():
-            ref = layer(*inputs)[0]
-            tcands = {"torch_fp32": (layer, inputs), "torch_bf16": (layer_bf16, [x.bfloat16() for x in inputs]),
-                      "torch_int8_onednn": (layer_i8, inputs)}
-            for t in a.threads:
-                torch.set_num_threads(t)
-                for cname, (mod, inp) in tcands.items():
-                    try:
+    rows, errors = [], []
+    for sname, (inputs, ref, warm) in cases.items():
+        tc = {"torch_fp32": (layer, inputs), "torch_bf16": (layer_bf16, [x.bfloat16() for x in inputs]),
+              "torch_int8_onednn": (layer_i8, inputs)}
+        for t in a.threads:
+            torch.set_num_threads(t)
+            for cname, (mod, inp) in tc.items():
+                try:
+                    with torch.inference_mode():
                         y = mod(*inp)[0]
                         ms = timed(lambda: mod(*inp), a.runs, warm)
-                        rows.append(row(sname, cname, t, ms, rel(y, ref)))
-                        print(rows[-1], flush=True)
-                    except Exception as e:  # noqa: BLE001
-                        res["errors"].append(f"{sname} {cname} t={t}: {e!r}")
-                        print("FAILED", sname, cname, t, repr(e), flush=True)
-        torch.set_num_threads(max(a.threads))
-        t0 = time.perf_counter()
-        base = ov.convert_model(layer, example_input=tuple(inputs))
-        res.setdefault("ov_convert_s", {})[sname] = round(time.perf_counter() - t0, 2)
-        ovc = [("ov_fp32", None, "f32"), ("ov_int8_asym", "INT8_ASYM", "f32"), ("ov_int8_sym", "INT8_SYM", "f32")]
-        if bf16_ok:
-            ovc += [("ov_bf16", None, "bf16"), ("ov_int8_asym_bf16", "INT8_ASYM", "bf16"),
-                    ("ov_int8_sym_bf16", "INT8_SYM", "bf16")]
-        else:
-            res["errors"].append("OpenVINO CPU plugin reports no BF16 capability: bf16 hint rows skipped")
-        feeds = [x.numpy() for x in inputs]
-        for cname, mode, prec in ovc:
-            try:
-                model = base.clone()
-                if mode:
-                    model = nncf.compress_weights(model, mode=getattr(nncf.CompressWeightsMode, mode))
-                for t in a.threads:
-                    cm = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": t, "INFERENCE_PRECISION_HINT": prec,
-                                                           "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
-                    req = cm.create_infer_request()
-                    y = torch.from_numpy(req.infer(feeds)[cm.output(0)].copy())
-                    ms = timed(lambda: req.infer(feeds), a.runs, warm)
-                    rows.append(row(sname, cname, t, ms, rel(y, ref)))
+                    rows.append(row(sname, cname, t, ms, y, ref))
                     print(rows[-1], flush=True)
-                    del req, cm
-            except Exception as e:  # noqa: BLE001
-                res["errors"].append(f"{sname} {cname}: {e!r}")
-                print("FAILED", sname, cname, repr(e), flush=True)
-    res["table"] = rows
-    res["best_openvino_vs_best_torch"] = ratios(rows, shapes)
-    res["loadavg_after"] = os.getloadavg()
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"{sname} {cname} t={t}: {e!r}")
+                    print("FAILED", errors[-1], flush=True)
+    del layer_bf16, layer_i8
+    for cname, (_, prec) in OV_CANDS.items():   # each in its own process: the bf16 hint can crash the plugin
+        if prec == "bf16" and "BF16" not in res["ov_cpu_caps"]:
+            errors.append(f"{cname}: OpenVINO CPU plugin reports no BF16 capability, skipped")
+        else:
+            run_child(a, cname, rows, errors)
+    res.update(table=rows, errors=errors, best_openvino_vs_best_torch=ratios(rows, SHAPES),
+               loadavg_after=os.getloadavg())
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res["best_openvino_vs_best_torch"], indent=2))
@@ -255,16 +268,8 @@ def main() -> int:
     return 0
 
 
-def _layer_sd(layer: Layer, dtype: torch.dtype) -> dict:
-    """Layer state dict back in load_layer0's naming, cast to dtype."""
-    names = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
-             "o_proj": "self_attn.o_proj", "gate_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
-             "down_proj": "mlp.down_proj", "q_norm": "self_attn.q_norm", "k_norm": "self_attn.k_norm",
-             "ln1": "input_layernorm", "ln2": "post_attention_layernorm"}
-    return {names[k.split(".")[0]] + ".weight": v.to(dtype) for k, v in layer.state_dict().items()}
-
-
-def row(shape: str, cand: str, threads: int, ms: list[float], err: float) -> dict:
+def row(shape: str, cand: str, threads: int, ms: list[float], y: torch.Tensor, ref: torch.Tensor) -> dict:
+    err = float((y.float() - ref).norm() / ref.norm())
     return {"shape": shape, "candidate": cand, "threads": threads, "median_ms": round(statistics.median(ms), 2),
             "min_ms": round(min(ms), 2), "runs_ms": [round(x, 2) for x in ms], "rel_err_vs_torch_fp32": round(err, 5)}
 

@@ -29,7 +29,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -45,10 +44,11 @@ from coda_bench.engine import STRUCTURED_SOURCES, measure_bandwidth
 from coda_bench.load_rss import write_random_full_size
 from coda_model import default_model_path
 from coda_model.checkpoint import load_model
-from coda_model.context_reuse import ContextSlot, ContextStore
+from coda_model.context_reuse import ContextSlot
 from coda_model.decode_config import DecodeConfig
 from coda_model.engine import Engine, token_agreement
 from coda_model.int8 import weight_bytes
+from coda_train.eval.heldout import line_hole
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -88,15 +88,13 @@ def stdlib_line_holes(limit: int) -> list[tuple[str, str, str, str]]:
     holes = []
     for pattern in STRUCTURED_SOURCES:
         for path in sorted(stdlib.glob(pattern)):
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-            if len(lines) < 20:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            hole = line_hole(path.name, text, before=len(text), after=len(text))   # the held-out rule, whole file
+            if hole is None:
                 continue
-            i = next((k for k in range(len(lines) // 2, len(lines)) if lines[k].strip()), None)
-            if i is None:
-                continue
-            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-            holes.append((f"{path.name}:{i + 1}", "".join(lines[:i]) + indent, lines[i].strip(),
-                          "\n" + "".join(lines[i + 1:])))
+            line = hole["canonical_solution"]
+            indent = line[: len(line) - len(line.lstrip())]
+            holes.append((hole["task_id"], hole["prompt"] + indent, line.strip(), "\n" + hole["suffix"]))
     return holes[:limit]
 
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence
 
+from coda_lsp.cli_options import add_setting_flags, options_from
 from coda_lsp.options import ServerOptions
 
 CONTEXTS = (1024, 768, 512, 384, 256, 128)   # context tokens tried, most first
@@ -126,10 +127,9 @@ def calibrated(engine, options: ServerOptions) -> tuple[ServerOptions, Optional[
 
 def main(name: str, argv: Sequence[str]) -> int:
     """`coda-lsp calibrate`: print the measured costs and what a budget would choose."""
-    from coda_lsp.cli import _common, options_from
     p = argparse.ArgumentParser(prog=f"coda-lsp {name}", description="Measure this device's refresh and step "
                                 "costs and print the settings a latency budget picks.")
-    _common(p)
+    add_setting_flags(p)
     args = p.parse_args(argv)
     options = options_from(args, p)
     from coda_lsp.loading import ModelUnavailable, load_engine

@@ -18,35 +18,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from coda_lsp.options import SETTINGS, ServerOptions, merge_options, wire_defaults
+from coda_lsp.cli_options import add_setting_flags, options_from
 
 log = logging.getLogger("coda_lsp")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    """One flag per row of `coda_lsp.options.SETTINGS` (values are parsed like initializationOptions)."""
-    defaults = wire_defaults()
-    for s in SETTINGS:
-        if s.cli_flag:
-            model = s.wire == "modelPath"
-            p.add_argument(s.cli_flag, dest=s.wire, default=None,
-                           metavar="PATH|REPO_ID" if model else s.cli_flag[2:].upper().replace("-", "_"),
-                           help=s.help if model else f"{s.help} (default {defaults[s.wire]})")
-    p.add_argument("--api-key", metavar="KEY", help="key of the remote --engine (default: $CODA_API_KEY)")
 
 
 def server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coda-lsp", description="CoDA diffusion code completion language server. "
                                 "Subcommands: `coda-lsp complete FILE:LINE:COL`, `coda-lsp fill FILE:L:C-L:C`, "
                                 "`coda-lsp models [FOLDER...]`.")
-    _common(p)
+    add_setting_flags(p)
     t = p.add_mutually_exclusive_group()
     t.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
     t.add_argument("--tcp", metavar="[HOST:]PORT", help="listen on TCP (host 127.0.0.1 unless given)")
@@ -61,18 +47,9 @@ def oneshot_parser(command: str) -> argparse.ArgumentParser:
                                 description=f"Print the model's {'completion' if command == 'complete' else 'fill'} "
                                             f"at {where} (1-based) to stdout.")
     p.add_argument("where", metavar=where)
-    _common(p)
+    add_setting_flags(p)
     p.add_argument("--show-steps", action="store_true", help="print every denoise step to stderr")
     return p
-
-
-def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ServerOptions:
-    """The flags that were given, applied over the server's defaults by the same rules as the LSP settings."""
-    given = {s.wire: getattr(args, s.wire) for s in SETTINGS if s.cli_flag and getattr(args, s.wire) is not None}
-    options, problems = merge_options(ServerOptions(), given)
-    if problems:
-        parser.error(problems[0].replace("coda setting ", "").replace(" ignored", ""))
-    return replace(options, api_key=args.api_key or os.environ.get("CODA_API_KEY") or None)
 
 
 class UsageError(Exception):

@@ -29,6 +29,9 @@ from typing import Optional, Sequence
 
 from coda_lsp.documents import Document
 from coda_lsp.languages import spec_for
+from coda_lsp.options import LINE_TOKENS, ServerOptions
+
+_SERVER = ServerOptions()
 
 CHARS_PER_TOKEN = 3.0
 _CLOSERS_ONLY = re.compile(r"^[\s\)\]\}\"'`;,:>]*$")
@@ -37,13 +40,18 @@ _IMPORT_LINE = re.compile(r"^\s*(import\s|from\s+\S+\s+import\s|#\s*include\b|us
 
 @dataclass
 class ContextConfig:
-    context_tokens: int = 1024      # budget for prefix + suffix + extra context
-    max_tokens: int = 48            # length budget (mask tokens) of a block hole
-    line_tokens: int = 24           # length budget of a rest-of-line hole
+    # the three budgets default to the server's (`ServerOptions`, one definition); `pipeline.context_config` sets them
+    context_tokens: int = _SERVER.context_tokens     # budget for prefix + suffix + extra context
+    max_tokens: int = _SERVER.max_tokens             # length budget (mask tokens) of a block hole
+    line_tokens: Optional[int] = None                # rest-of-line hole budget; None = min(LINE_TOKENS, max_tokens)
     prefix_share: float = 0.7       # part of the file budget the prefix gets first
     extra_share: float = 0.2        # at most this part of the budget goes to imports / other documents
     snippet_lines: int = 30         # lines taken around the last edit of another open document
     max_snippets: int = 3
+
+    def __post_init__(self) -> None:
+        if self.line_tokens is None:
+            self.line_tokens = min(LINE_TOKENS, self.max_tokens)
 
 
 @dataclass

@@ -8,7 +8,7 @@ A diffusion model knows the probability of every token it revealed. The gate use
 
 The score of the first line is the *mean* confidence of its tokens. Why mean, not min: on the default
 model's held-out lines the mean separates right from wrong first lines better (see docs/suggestions.md;
-`train/recipes/default_model/gate_calibration.py` measures both); the min is already what `cut` acts on.
+`coda-bench gate` (benchmarks/gate.py) measures both); the min is already what `cut` acts on.
 
 Pieces come from `coda_model.engine.Engine.hole_spans`: one per token (a token cut inside a UTF-8
 character is merged with the next), so a cut never falls inside a token or a character.

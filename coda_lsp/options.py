@@ -21,6 +21,7 @@ from coda_model.decode_config import ALGORITHMS, CACHE_KINDS, DecodeConfig
 from coda_lsp.gate import GateConfig
 from coda_lsp.stats import STATS_MODES
 
+LINE_TOKENS = 24    # length budget of a rest-of-line hole (at most maxTokens)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 QUANTIZE = ("auto", "none", "int8")
@@ -33,7 +34,7 @@ class ServerOptions:
     dtype: str = "auto"                  # auto | float32 | bfloat16; auto on a CPU = measured at load (coda_model.kernels)
     quantize: str = "auto"               # auto | none | int8 (CPU: int8 weights + per-token int8 activations)
     decode: DecodeConfig = field(default_factory=DecodeConfig.editor)   # how a hole is denoised
-    max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(24, this)
+    max_tokens: int = 48                 # length budget (mask tokens) for block holes; line holes use min(LINE_TOKENS, this)
     debounce_ms: int = 75                # wait after an automatic trigger before running the model
     context_tokens: int = 1024           # budget for prefix + suffix + extra context
     enabled_languages: Optional[tuple[str, ...]] = None   # None = every language
@@ -42,8 +43,8 @@ class ServerOptions:
     threads: Optional[int] = None        # CPU threads for a request; None = OMP_NUM_THREADS, else measured at load
     context_cache_mb: int = 512          # context K/V kept across requests, all documents (0 = recompute every time)
     latency_budget_ms: Optional[int] = None   # measure at load, then fit context/steps/block to it (coda_lsp.calibrate)
-    # confidence gate, defaults measured on the default model's held-out lines (docs/suggestions.md)
-    min_confidence: float = 0.8          # cut a suggestion before its first token below this
+    # confidence gate, defaults measured on three held-out sets of the default model (docs/suggestions.md)
+    min_confidence: float = 0.9          # cut a suggestion before its first token below this
     min_shown_confidence: float = 0.0    # show nothing when the first line's mean confidence is below this
     stats: str = "on"                    # local acceptance statistics: on | off | code (also keep the text)
 
@@ -155,7 +156,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("quantize", "quantize", "auto | none | int8: int8 weights and per-token int8 activations on a CPU "
                                     "(auto: used when measured fastest at load)", _choice(QUANTIZE)),
     Setting("steps", "decode.steps", "max denoise steps per hole"),
-    Setting("maxTokens", "max_tokens", "length budget of a block hole (line holes use min(24, this))", _positive_int),
+    Setting("maxTokens", "max_tokens", f"length budget of a block hole (line holes use min({LINE_TOKENS}, this))", _positive_int),
     Setting("algorithm", "decode.alg", f"unmasking order: {' | '.join(ALGORITHMS)}"),
     Setting("temperature", "decode.temperature", "sampling temperature (0 = greedy)"),
     Setting("threshold", "decode.threshold", "reveal every token at least this confident per step; 'none' = the "
@@ -204,6 +205,28 @@ def _apply(options: ServerOptions, setting: Setting, raw: Any) -> ServerOptions:
         return replace(options, decode=options.decode.with_field(setting.name.split(".", 1)[1], raw))
     assert setting.parse is not None, setting
     return replace(options, **{setting.name: setting.parse(raw)})
+
+
+def _keep(options: ServerOptions, previous: ServerOptions, setting: Setting) -> ServerOptions:
+    """`options` with `setting` as it was in `previous`."""
+    if setting.is_decode:
+        field_name = setting.name.split(".", 1)[1]
+        return replace(options, decode=replace(options.decode, **{field_name: getattr(previous.decode, field_name)}))
+    return replace(options, **{setting.name: previous.get(setting.name)})
+
+
+def settings_section(base: ServerOptions, previous: ServerOptions, raw: Any) -> tuple[ServerOptions, list[str]]:
+    """The client's whole `coda` section as the truth (workspace/didChangeConfiguration): a key that is
+    absent takes `base` (the server's defaults, command line included), so removing a setting resets it;
+    a bad value keeps `previous`'s, with one warning, as in `merge_options`."""
+    section = raw.get("coda") if isinstance(raw, dict) and isinstance(raw.get("coda"), dict) else raw
+    if not isinstance(section, dict):
+        return previous, merge_options(previous, raw)[1]
+    start = base
+    for key in section:
+        if key in BY_WIRE:
+            start = _keep(start, previous, BY_WIRE[key])
+    return merge_options(start, section)
 
 
 def merge_options(base: ServerOptions, raw: Any) -> tuple[ServerOptions, list[str]]:

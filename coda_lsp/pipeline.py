@@ -27,7 +27,6 @@ from coda_lsp.options import ServerOptions
 from coda_lsp.postprocess import PostContext, unify_newlines
 from coda_lsp.scheduler import ResultCache
 
-LINE_TOKENS = 24    # length budget of a rest-of-line hole (at most maxTokens)
 Partial = tuple[str, int, int, int, bool]   # (text so far, step, steps, masked count, done)
 
 
@@ -81,8 +80,7 @@ def should_complete(doc: Optional[Document], options: ServerOptions) -> Optional
 
 # ------------------------------------------------------------------------------------- 2. build_context
 def context_config(options: ServerOptions) -> ContextConfig:
-    return ContextConfig(context_tokens=options.context_tokens, max_tokens=options.max_tokens,
-                         line_tokens=min(LINE_TOKENS, options.max_tokens))
+    return ContextConfig(context_tokens=options.context_tokens, max_tokens=options.max_tokens)
 
 
 def build_context(doc: Document, start: int, end: Optional[int], options: ServerOptions,

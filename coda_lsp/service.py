@@ -28,7 +28,7 @@ from coda_lsp.calibrate import calibrated
 from coda_lsp.gate import Candidate, hidden_note
 from coda_lsp.http.remote import RemoteEngine, RemoteUnavailable
 from coda_lsp.loading import LoadedEngine, context_store, cpu_threads, open_engine
-from coda_lsp.options import ServerOptions, merge_options
+from coda_lsp.options import ServerOptions, merge_options, settings_section
 from coda_lsp.pipeline import CompletionResult, InferRequest, PartialEvent
 from coda_lsp.scheduler import ResultCache, Scheduler, Speculations, TypeThroughCache
 from coda_lsp.stats import StatsRecorder
@@ -127,11 +127,13 @@ class CompletionService:
         self.message = f"remote engine {remote.url}" + (f" ({self.remote_error})" if self.remote_error else "")
         (log.warning if self.remote_error else log.info)("%s", self.message)
 
-    def reconfigure(self, raw: Any) -> Reconfigured:
-        """Apply workspace/didChangeConfiguration settings: caches cleared, threads applied live,
-        `reload` when the model itself changed (the caller starts the load, with its progress)."""
+    def reconfigure(self, raw: Any, base: Optional[ServerOptions] = None) -> Reconfigured:
+        """Apply workspace/didChangeConfiguration settings, the client's whole section: a key it no longer
+        sends takes `base`'s value (the server's defaults; None = merge over the current options).
+        Caches cleared, threads applied live, `reload` when the model itself changed (the caller starts
+        the load, with its progress)."""
         old = self.options
-        self.options, warnings = merge_options(old, raw)
+        self.options, warnings = merge_options(old, raw) if base is None else settings_section(base, old, raw)
         self.result_cache.clear()
         self.type_cache.clear()
         reload = any(getattr(old, k) != getattr(self.options, k) for k in MODEL_FIELDS)
@@ -145,7 +147,9 @@ class CompletionService:
                 return Reconfigured(warnings, reload)   # a remote engine keeps its own contexts and budget
             if self.options.context_cache_mb != old.context_cache_mb:
                 self.model.contexts = context_store(self.options.context_cache_mb)
-            if self.options.latency_budget_ms and self.options.latency_budget_ms != old.latency_budget_ms:
+            fitted = (self.options.context_tokens, self.options.decode.steps, self.options.decode.block_length) != \
+                (old.context_tokens, old.decode.steps, old.decode.block_length)   # a whole section resets them
+            if self.options.latency_budget_ms and (self.options.latency_budget_ms != old.latency_budget_ms or fitted):
                 self._background(self.calibrate())
         return Reconfigured(warnings, reload)
 
@@ -241,6 +245,13 @@ class CompletionService:
         """Stages 3 and 4 for one request: from the result cache, a speculation in flight, or the model."""
         uri, version = doc.uri, doc.version
         start, end = doc.position_at(ctx.start), doc.position_at(ctx.end)
+        if num_candidates > 1 and self.result_cache.get(pipeline.infer_request(ctx, self.options, 1).cache_key()) is None:
+            # invoked with nothing shown before: the greedy suggestion first (what an automatic request and
+            # `coda-lsp complete` give), then the sampled ones; its own end is not the request's end
+            steps_only = (lambda e: None if e.done else on_partial(e)) if on_partial is not None else None
+            if await self._run(doc, ctx, rid, num_candidates=1, debounce_ms=debounce_ms, on_partial=steps_only,
+                               key=key) is None:
+                return None
         ticket = self.scheduler.ticket(key or uri)
         request = pipeline.infer_request(ctx, self.options, num_candidates, rid, document=uri)
         cache_key = request.cache_key()
@@ -261,7 +272,7 @@ class CompletionService:
         t_post = time.perf_counter()
         if num_candidates > 1:   # invoked: the greedy suggestion computed before (if any) stays first
             texts = (self.result_cache.get(pipeline.infer_request(ctx, self.options, 1).cache_key()) or []) + texts
-        items = pipeline.postprocess(texts, ctx, self.options.gate)
+        items = pipeline.postprocess(texts, ctx, self.options.gate)[:num_candidates]   # greedy + sampled, distinct
         note = hidden_note(texts, self.options.gate) if not items else None
         if note:
             log.info("[%s] %s %s", rid, uri, note)

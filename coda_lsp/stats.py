@@ -112,15 +112,18 @@ class StatsRecorder:
 
     def show(self, uri: str, items: list[str], *, latency_ms: float, model: str, settings: str,
              type_through: bool = False) -> list[str]:
-        """Ids for the items of a result; the suggestion shown before at `uri` ends (typed over / dismissed).
+        """Ids for the items of a result; the suggestion shown before at `uri` is replaced (typed over /
+        dismissed), and the ones before it end.
 
         A type-through result (the user typed, or partly accepted, what was shown) continues the
-        suggestion whose item it is the rest of."""
+        suggestion whose item it is the rest of. The replaced suggestion stays open until the next
+        result or an accept of the new one: an accept the editor began while this result was on its
+        way reports against what it showed, and still counts for it (one suggestion, not two)."""
         if type_through:
             ids = [self._continued(uri, item) for item in items]
             if all(ids):
                 return ids
-        self.end_uri(uri)
+        self._end_replaced(uri)
         group = uuid.uuid4().hex[:16]
         ids = [f"{group}.{k}" for k in range(len(items))]
         if self.mode != "off" and items:
@@ -138,12 +141,20 @@ class StatsRecorder:
                 return None
         return None
 
+    def _end_replaced(self, uri: str, keep: Optional[str] = None) -> None:
+        """End the groups of `uri` but its newest (or but `keep`): that one becomes the replaced one."""
+        groups = [g for g, p in self.pending.items() if p.uri == uri]
+        for group in (groups[:-1] if keep is None else [g for g in groups if g != keep]):
+            self._end(group)
+
     def accepted(self, sid: str, chars: Optional[int] = None) -> bool:
         """The editor accepted `chars` characters of item `sid` (None: all of it); False for an unknown id."""
         group, _, k = sid.partition(".")
         p = self.pending.get(group)
         if p is None or not k.isdigit() or int(k) >= len(p.items):
             return False
+        if group == next(reversed([g for g, q in self.pending.items() if q.uri == p.uri])):
+            self._end_replaced(p.uri, keep=group)   # the newest was taken: the one it replaced is decided
         if int(k) != p.chosen:
             p.chosen, p.accepted_chars = int(k), 0
         total = len(p.items[p.chosen])

@@ -10,6 +10,12 @@ class ModelLoadError(Exception):
     """A model directory could not be loaded; the message names the file and the fix."""
 
 
+class ModelSaveError(ModelLoadError):
+    """A model cannot be written in a layout that loads back; the message says what to keep instead.
+
+    A kind of ModelLoadError so the command lines that already report load errors in one line report it too."""
+
+
 def read_json_object(path: Path) -> dict:
     """A model directory's JSON file as a dict, or a ModelLoadError naming the file."""
     try:

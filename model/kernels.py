@@ -39,7 +39,7 @@ from coda_model.config import CodaConfig
 from coda_model.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from coda_model.checkpoint import WeightReader
+    from coda_model.weights import WeightReader
 
 MAX_RELATIVE_ERROR = 0.05      # a kernel's probe output may differ from fp32 by at most this (L2, relative)
 HEAD_ROWS = 16384              # vocabulary rows of the head slice timed (scaled to the full vocabulary)
@@ -197,7 +197,7 @@ def candidates(dtype: str, quantize: str) -> list[str]:
 
 def fixed_kernel(dtype: str, quantize: str, device: torch.device, stored_int8: bool = False) -> KernelChoice:
     """No measurement: an explicit setting on a CPU, or a GPU (bf16 for 'auto')."""
-    from coda_model.checkpoint import resolve_dtype
+    from coda_model.devices import resolve_dtype
     if quantize == "int8" or (quantize == "auto" and stored_int8 and device.type == "cpu"):
         if device.type != "cpu":
             raise ModelLoadError("the int8 kernel is CPU-only: use --quantize none on a GPU")

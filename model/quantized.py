@@ -77,7 +77,7 @@ def write_quantized(src: Path, dst: Path, max_shard_bytes: int = 1 << 30) -> dic
     """Write DST, the int8 copy of the model directory SRC; returns {tensors, int8_bytes, float_bytes, shards}."""
     from safetensors.torch import save_file
 
-    from coda_model.checkpoint import INDEX_NAME, WEIGHTS_NAME, WeightReader, _atomic, read_config
+    from coda_model.weights import INDEX_NAME, WEIGHTS_NAME, WeightReader, atomic_write, read_config
     from coda_model.int8 import int8_modules
     from coda_model.network import CodaLM
     src, dst = Path(src).resolve(), Path(dst)
@@ -126,7 +126,7 @@ def write_quantized(src: Path, dst: Path, max_shard_bytes: int = 1 << 30) -> dic
         reader.close()
     weight_map = {}
     if len(shards) == 1:
-        _atomic(dst / WEIGHTS_NAME, lambda tmp: save_file(shards[0], tmp, metadata={"format": "pt"}))
+        atomic_write(dst / WEIGHTS_NAME, lambda tmp: save_file(shards[0], tmp, metadata={"format": "pt"}))
     else:
         _write_shard(dst, len(shards), shards[-1])
         total = len(shards)
@@ -138,7 +138,7 @@ def write_quantized(src: Path, dst: Path, max_shard_bytes: int = 1 << 30) -> dic
             with safe_open(str(final), framework="pt") as f:
                 weight_map.update({k: final.name for k in f.keys()})
         index = {"metadata": {"format": QUANT_METHOD}, "weight_map": dict(sorted(weight_map.items()))}
-        _atomic(dst / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2) + "\n"))
+        atomic_write(dst / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2) + "\n"))
     for fname in TOKENIZER_FILES:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, dst / fname)
@@ -148,13 +148,13 @@ def write_quantized(src: Path, dst: Path, max_shard_bytes: int = 1 << 30) -> dic
     data["quantization_config"] = {"quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION, "source": str(src),
                                    "weight_qmax": weight_qmax()}   # a CPU without VNNI re-quantizes 127 to 63
     data["quantization_config"]["source_fingerprint"] = fingerprint(data)
-    _atomic(dst / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write(dst / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
     return {**stats, "shards": len(shards)}
 
 
 def _write_shard(dst: Path, index: int, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    from coda_model.checkpoint import _atomic
-    _atomic(dst / f"model-{index:05d}-of-XXXXX.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    from coda_model.weights import atomic_write
+    atomic_write(dst / f"model-{index:05d}-of-XXXXX.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     tensors.clear()

@@ -23,6 +23,16 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special
                    "added_tokens.json", "generation_config.json")
 
 
+def load_sharp(path: str | Path, factor: float = 60.0):
+    """A random model loaded (CPU, fp32) with its head scaled up: peaked distributions, so greedy decodes
+    have no near-ties that float noise (padding, batching, caches) could flip."""
+    from coda_model.checkpoint import load_model
+    lm = load_model(path, device="cpu", dtype="float32")
+    with torch.no_grad():
+        lm.model.lm_head.weight.mul_(factor)
+    return lm
+
+
 def find_shared_coda_dir(start: Optional[Path] = None) -> Optional[Path]:
     """Locate `shared/coda-v0` beside the checkout (CI layout: ../shared next to the repo)."""
     here = (start or Path(__file__)).resolve()

@@ -13,9 +13,9 @@ import pytest
 import torch
 import uvicorn
 
-from coda_model.checkpoint import load_model, save_model
+from coda_model.checkpoint import save_model
 from coda_model.decode_config import DecodeConfig
-from coda_model.testing import write_random_coda_dir
+from coda_model.testing import load_sharp, write_random_coda_dir
 
 from coda_lsp.http.app import build_app
 from coda_lsp.http.config import ServeConfig
@@ -54,15 +54,14 @@ def sharp_dir(tmp_path_factory, coda_v0_dir) -> Path:
     """The tiny random CoDA model with its head scaled up: peaked distributions, so greedy decodes have
     no near-ties that float noise from batching could flip."""
     out = write_random_coda_dir(tmp_path_factory.mktemp("sharp-coda"), coda_v0_dir, seed=0, num_shards=1)
-    lm = load_model(out, device="cpu", dtype="float32")
-    with torch.no_grad():
-        lm.model.lm_head.weight.mul_(60.0)
-    save_model(lm.model, out, dtype=torch.float32)
+    save_model(load_sharp(out).model, out, dtype=torch.float32)
     return out
 
 
 def config(model: Path, **kw) -> ServeConfig:
-    """A fast server config for tests: the editor decode with 4 steps in blocks of 4, holes of <= 8 tokens."""
-    kw = {"max_hole": 8, "batch_window_ms": 30, "max_batch": 8, **kw}
+    """A fast server config for tests: the editor decode with 4 steps in blocks of 4, holes of <= 8 tokens,
+    the confidence gate off (random weights are unsure of every token; the gate's own tests turn it on)."""
+    kw = {"max_hole": 8, "batch_window_ms": 30, "max_batch": 8, "min_confidence": 0.0, "min_shown_confidence": 0.0,
+          **kw}
     return replace(ServeConfig(), model_path=str(model), device="cpu", dtype="float32", threads=1,
                    decode=replace(DecodeConfig.editor(), steps=4, block_length=4), **kw)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coda_model.batching import HoleRequest, infill_batch, pack_rows
-from coda_model.checkpoint import load_model
+from coda_model.testing import load_sharp
 from coda_model.engine import DecodeConfig, Engine
 
 TEXTS = [("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"),
@@ -25,10 +25,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def sharp(tiny_model_dir):
     """The tiny model with a peaked head: no near-ties for float noise from padding to flip."""
-    lm = load_model(tiny_model_dir, device="cpu", dtype="float32")
-    with torch.no_grad():
-        lm.model.lm_head.weight.mul_(60.0)
-    return Engine(lm)
+    return Engine(load_sharp(tiny_model_dir))
 
 
 def requests(engine: Engine) -> list[HoleRequest]:

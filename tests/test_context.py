@@ -120,3 +120,12 @@ def test_huge_and_binary_documents_still_give_a_bounded_context():
     assert doc.tree is None
     ctx = build_context(doc, len(src) // 2, cfg=ContextConfig(context_tokens=100))
     assert 0 < len(ctx.prefix) + len(ctx.suffix) <= 100 * 3 + 10
+
+
+def test_context_budgets_default_to_the_server_options():
+    from coda_lsp import pipeline
+    from coda_lsp.options import LINE_TOKENS, ServerOptions
+    opts = ServerOptions()
+    assert ContextConfig() == pipeline.context_config(opts)
+    assert (ContextConfig().context_tokens, ContextConfig().max_tokens) == (opts.context_tokens, opts.max_tokens)
+    assert ContextConfig(max_tokens=5).line_tokens == 5 and ContextConfig(max_tokens=500).line_tokens == LINE_TOKENS

@@ -13,7 +13,7 @@ from coda_model.checkpoint import load_model
 from coda_model.context_reuse import (ContextEntry, ContextSlot, ContextStore, ReusePolicy, plan_reuse,
                                       rotate_keys)
 from coda_model.engine import DecodeConfig, Engine
-from coda_model.testing import write_random_coda_dir
+from coda_model.testing import load_sharp, write_random_coda_dir
 
 PREFIX = "import os\n\ndef add(a, b):\n    total = a + b\n    "
 SUFFIX = "\n    return total\n\n\nprint(add(1, 2))\n"
@@ -21,15 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DUAL = dict(steps=8, block_length=4, cache="dual", threshold=0.9)
 
 
-def sharpen(lm, factor: float = 60.0):
-    with torch.no_grad():
-        lm.model.lm_head.weight.mul_(factor)
-    return lm
-
-
 @pytest.fixture(scope="module")
 def sharp(tiny_model_dir):
-    return sharpen(load_model(tiny_model_dir, device="cpu", dtype="float32"))
+    return load_sharp(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def one_layer(tmp_path_factory, coda_v0_dir):
     """One layer: a position's K/V depend only on its token and position, so reuse must be exact."""
     path = write_random_coda_dir(tmp_path_factory.mktemp("one-layer"), coda_v0_dir, seed=1, num_shards=1,
                                  num_hidden_layers=1)
-    return sharpen(load_model(path, device="cpu", dtype="float32"))
+    return load_sharp(path)
 
 
 def decode(engine: Engine, prefix: str, suffix: str, length: int = 8, slot=None, **kw):
@@ -227,7 +221,7 @@ def test_stopping_when_the_hole_ended_keeps_the_text(tiny_model_dir, kind) -> No
     """Same text with the stop on and off; the tiny model (eos made likely) must actually stop early.
     The shipped model rarely ends a 16-token hole (it fills it), so there the test checks the text only."""
     if kind == "tiny":
-        lm = eos_prone(sharpen(load_model(tiny_model_dir, device="cpu", dtype="float32"), 4.0))
+        lm = eos_prone(load_sharp(tiny_model_dir, 4.0))
     else:
         lm = load_model(Path(str(resources.files("coda_model") / "default_model")), device="cpu", dtype="auto")
     engine, tok = Engine(lm), lm.tokenizer

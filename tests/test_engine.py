@@ -11,6 +11,7 @@ import torch
 
 from coda_model.cache import DualCache, PrefixCache
 from coda_model.checkpoint import load_model
+from coda_model.testing import load_sharp
 from coda_model.engine import DecodeConfig, DenoiseState, Engine, plan_blocks, token_agreement
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -26,10 +27,7 @@ def loaded(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def sharp(tiny_model_dir):
-    lm = load_model(tiny_model_dir, device="cpu", dtype="float32")
-    with torch.no_grad():
-        lm.model.lm_head.weight.mul_(60.0)
-    return lm
+    return load_sharp(tiny_model_dir)
 
 
 def run(engine: Engine, length: int = 8, num_candidates: int = 1, **kw) -> list[DenoiseState]:

@@ -167,3 +167,13 @@ def test_coda_lsp_complete_on_an_ar_checkpoint_says_adapt(tmp_path, coda_v0_dir)
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if line.startswith("coda-lsp complete:")]
     assert len(errors) == 1 and "coda-train adapt" in errors[0]
+
+
+@pytest.mark.parametrize("family", ["dream", "llada"])
+def test_saving_a_family_model_is_refused_in_one_line_and_writes_nothing(family, dream_dir, llada_dir, tmp_path):
+    from coda_model.checkpoint import save_model
+    from coda_model.errors import ModelSaveError
+    loaded = load_model({"dream": dream_dir, "llada": llada_dir}[family], device="cpu", dtype="float32")
+    with pytest.raises(ModelSaveError, match=f"cannot save a {family} model") as info:
+        save_model(loaded.model, tmp_path / "out", tokenizer=loaded.tokenizer)
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()

@@ -120,3 +120,15 @@ def test_gate_settings_are_validated():
     assert (opts.min_confidence, opts.min_shown_confidence) == (0.3, 0.4) and not warnings
     opts, warnings = merge_options(ServerOptions(), {"minConfidence": 1.5})
     assert opts.min_confidence == ServerOptions().min_confidence and "minConfidence" in warnings[0]
+
+
+def test_gate_benchmark_picks_a_setting_no_held_out_set_loses_on():
+    from coda_bench.gate import pick
+
+    def row(mc, value, cov):
+        return {"score": "mean", "min_confidence": mc, "min_shown_confidence": 0.0, "min_chars": 0,
+                "value_per_request": value, "coverage": cov}
+    a = [row(0.8, 0.06, 0.02), row(0.9, 0.05, 0.01)]
+    b = [row(0.8, -0.12, 0.03), row(0.9, 0.0, 0.0)]
+    assert pick([a])["min_confidence"] == 0.8          # one set: its best
+    assert pick([a, b])["min_confidence"] == 0.9       # both: the best where neither is below 0

@@ -59,6 +59,42 @@ def test_a_remote_job_gives_what_the_local_job_gives(server, sharp_dir) -> None:
             assert remote_steps == local_steps
 
 
+def test_while_it_streams_a_remote_hole_offers_the_prefix_a_local_one_does(server, sharp_dir) -> None:
+    """Tab while streaming takes the settled text cut by minConfidence: the same remote as local."""
+    from coda_lsp.gate import GateConfig
+    lm = load_engine(replace(OPTIONS, model_path=str(sharp_dir)))
+    local, remote = pipeline.infer(lm, request()), RemoteJob(RemoteEngine(server.url), request())
+    gates = [GateConfig(), GateConfig(0.5, 0.0), GateConfig(0.99, 0.0)]
+    seen = []
+    while not local.done:
+        local.step()
+        remote.step()
+        if not local.done:
+            seen.append([local.prefix(g) for g in gates])
+            assert [remote.prefix(g) for g in gates] == seen[-1]
+    assert any(p[0] for p in seen), seen   # some step had a settled start to offer
+
+
+def test_the_gate_acts_on_a_remote_completion_exactly_as_on_a_local_one(server, sharp_dir) -> None:
+    """The stream carries each token's confidence (`confidences`), so a remote guess is cut or hidden as a
+    local one is."""
+    from coda_lsp.gate import GateConfig
+    lm = load_engine(replace(OPTIONS, model_path=str(sharp_dir)))
+    doc = Document("file:///w/total.py", SRC, 1, "python")
+    ctx = pipeline.build_context(doc, SRC.index("        \n") + 8, None, OPTIONS)
+    local, remote = pipeline.infer(lm, request(2)), RemoteJob(RemoteEngine(server.url), request(2))
+    drain(local)
+    drain(remote)
+    assert remote.candidates() == local.candidates()
+    confs = sorted({s.confidence for c in local.candidates() for s in c.spans})
+    acted = 0
+    for gate in [GateConfig()] + [GateConfig(c, 0.0) for c in confs] + [GateConfig(0.0, c) for c in confs]:
+        shown = pipeline.postprocess(remote.candidates(), ctx, gate)
+        assert shown == pipeline.postprocess(local.candidates(), ctx, gate), gate
+        acted += shown != pipeline.postprocess(remote.candidates(), ctx, GateConfig())
+    assert acted > 0   # some setting cut or hid the remote text
+
+
 def test_a_remote_that_is_down_raises_one_line(server) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

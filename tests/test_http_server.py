@@ -77,8 +77,11 @@ def test_a_request_shaped_as_llama_vim_sends_it_gets_the_fields_it_reads(server)
     fields = ["content", "timings/prompt_n", "timings/prompt_ms", "timings/prompt_per_token_ms",
               "timings/prompt_per_second", "timings/predicted_n", "timings/predicted_ms",
               "timings/predicted_per_token_ms", "timings/predicted_per_second", "truncated", "tokens_cached"]
+    # the ring buffer's chunks as llama.vim sends them once a second file was visited: {filename, time, text}
+    ring = [{"filename": "util.py", "time": [1765000000, 123456], "text": "def sub(a, b):\n    return a - b\n"},
+            {"text": "MAX = 3\n", "time": [1765000001, 0]}]
     request = {"id_slot": 0, "input_prefix": "def add(a, b):\n", "input_suffix": "\n\nprint(add(1, 2))\n",
-               "input_extra": [{"filename": "util.py", "text": "def sub(a, b):\n    return a - b\n"}],
+               "input_extra": ring,
                "prompt": "    return ", "n_predict": 128, "stop": [], "n_indent": 4, "top_k": 40, "top_p": 0.90,
                "samplers": ["top_k", "top_p", "infill"], "stream": False, "cache_prompt": True,
                "t_max_prompt_ms": 500, "t_max_predict_ms": 1000, "response_fields": fields}
@@ -88,7 +91,7 @@ def test_a_request_shaped_as_llama_vim_sends_it_gets_the_fields_it_reads(server)
     raw = r.text
     assert re.match(r"^\s*{", raw) and re.search(r'"content"\s*:"', raw), raw   # llama.vim's fast check
     body = r.json()
-    assert set(body) == set(fields)
+    assert set(body) == set(fields) - {"tokens_cached"}   # no KV slot: left out rather than a false 0
     assert isinstance(body["content"], str) and isinstance(body["truncated"], bool)
     assert body["timings/predicted_n"] >= 0 and body["timings/prompt_n"] > 0
     # the ring-buffer warm-up request: n_predict 0, nothing to predict, answered at once
@@ -182,6 +185,8 @@ BAD = [
     (json.dumps({"top_p": 3}).encode(), 400, "top_p"),
     (json.dumps({"input_extra": [{"filename": 1}]}).encode(), 400, "input_extra"),
     (json.dumps({"input_extra": [{"path": "/etc/passwd"}]}).encode(), 400, "input_extra"),
+    (json.dumps({"input_extra": [{"filename": "a.py", "text": 3, "time": [1, 2]}]}).encode(), 400, "input_extra"),
+    (json.dumps({"input_extra": [{"filename": None, "text": "x"}]}).encode(), 400, "input_extra"),
     (json.dumps({"surprise": 1}).encode(), 400, "surprise"),
     (json.dumps({"decode": {"steps": 0}}).encode(), 400, "steps"),
     (json.dumps({"decode": {"steps": 10**6}}).encode(), 400, "steps"),
@@ -328,3 +333,35 @@ def test_a_request_over_the_servers_time_limit_gets_503_and_the_server_keeps_ser
         assert "event: error" in stream.text and "timed out" in stream.text
     finally:
         s.close()
+
+
+# ------------------------------------------------------------------------------------------- the gate
+def test_serve_gates_like_the_language_server_and_says_so(server) -> None:
+    """The same gate and settings as the language server: per request here (the server's defaults are
+    the language server's, tests/test_settings.py); a hidden answer is empty content, and `gate` says why."""
+    from coda_lsp.gate import GateConfig, apply_gate
+    from coda_lsp.gate import Candidate as Pieces
+    raw = infill(server, n_predict=8).json()
+    assert raw["gate"] == "off" and "".join(t for t, _ in raw["confidences"]) == raw["content"]
+    confs = sorted({p for _, p in raw["confidences"]})
+    assert confs, raw
+    for mc, ms in [(confs[-1], 0.0), (confs[0] + 1e-6, 0.0), (0.0, 1.0), (0.0, 1e-6)]:
+        body = infill(server, n_predict=8, min_confidence=mc, min_shown_confidence=ms).json()
+        local = apply_gate(Pieces.of(raw["confidences"]), GateConfig(mc, ms))   # the language server's gate
+        if local is None:
+            assert body["content"] == "" and body["gate"] == "hidden", (mc, ms, body)
+        else:
+            assert body["content"] == local[0] and body["gate"] == ("cut" if local[1] else "shown"), (mc, ms, body)
+    hidden = infill(server, n_predict=8, min_shown_confidence=1.0, stream=True)
+    events = [json.loads(d) for name, d in sse_events(hidden.text)]
+    assert "".join(e["content"] for e in events) == "" and events[-1]["gate"] == "hidden"
+
+
+def test_serve_gate_defaults_are_the_language_servers() -> None:
+    from coda_lsp.http.config import ServeConfig
+    from coda_lsp.http.serve import config_from, parser
+    from coda_lsp.options import ServerOptions
+    args = parser().parse_args([])
+    assert (args.min_confidence, args.min_shown_confidence) == (ServerOptions().min_confidence,
+                                                                 ServerOptions().min_shown_confidence)
+    assert config_from(args, {}).gate == ServerOptions().gate == ServeConfig().gate

@@ -34,7 +34,7 @@ PORT = _free_port()
 ENGINE = f"http://127.0.0.1:{PORT}"
 SERVER = [sys.executable, "-m", "coda_lsp.cli", "--engine", ENGINE, "--log-level", "INFO"]
 OPTIONS = {"steps": 4, "maxTokens": 8, "debounceMs": 0, "streaming": True, "contextTokens": 256, "speculate": False,
-           "minConfidence": 0}   # the remote stream carries no confidences: compare with the local gate off
+           "minConfidence": 0}   # random weights are unsure of every token: the gate (remote as local) would hide all
 SLOW = {"steps": 48, "maxTokens": 48, "threshold": None, "blockLength": 48}
 SRC = "def total(xs):\n    s = 0\n    for x in xs:\n        \n    return s\n"
 
@@ -98,7 +98,7 @@ async def test_the_remote_engine_decodes_what_the_local_one_would_and_streams_pa
 @pytest.mark.asyncio(loop_scope="module")
 async def test_remote_dying_mid_request_gives_an_empty_answer_one_status_line_and_reconnects(client, remote):
     rec = client.recorder
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": SLOW}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {**OPTIONS, **SLOW}}))
     uri = "file:///w/dying.py"
     open_doc(client, uri, SRC)
     pending = asyncio.ensure_future(client.text_document_inline_completion_async(inline_params(uri, 3, 8)))

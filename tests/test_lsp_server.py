@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
+from coda_model import DecodeConfig
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
@@ -68,8 +69,9 @@ def init_params(options: dict, inline: bool = True) -> types.InitializeParams:
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
 async def client(lsp_client: LanguageClient, tiny_model_dir):
     lsp_client.recorder = Recorder(lsp_client)
-    lsp_client.init_result = await lsp_client.initialize_session(
-        init_params({**OPTIONS, "modelPath": str(tiny_model_dir), "device": "cpu", "dtype": "float32"}))
+    # the whole `coda` section this client sends: a didChangeConfiguration replaces it (absent keys reset)
+    lsp_client.section = {**OPTIONS, "modelPath": str(tiny_model_dir), "device": "cpu", "dtype": "float32"}
+    lsp_client.init_result = await lsp_client.initialize_session(init_params(lsp_client.section))
     await lsp_client.recorder.wait_for(lambda: any(s.state in ("ready", "error") for s in lsp_client.recorder.statuses))
     yield
     await lsp_client.shutdown_session()
@@ -205,7 +207,7 @@ async def test_the_completion_after_accepting_an_item_was_computed_ahead(client)
     assert isinstance(again, types.InlineCompletionList)
     assert partials and all(p.done for p in partials), "the model ran again after Tab: no speculation"
     # control: with speculation off the same situation runs the model (step partials before done)
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {"speculate": False}}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {**client.section, "speculate": False}}))
     try:
         uri2 = "file:///w/no_speculate.py"
         open_doc(client, uri2, src.replace("y", "w"))
@@ -214,7 +216,7 @@ async def test_the_completion_after_accepting_an_item_was_computed_ahead(client)
         partials2, _ = await accept_then_ask_again(client, uri2, 2, first2)
         assert any(not p.done for p in partials2), partials2
     finally:
-        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {"speculate": True}}))
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": {**client.section, "speculate": True}}))
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -249,7 +251,7 @@ async def test_fill_selection_streams_partials_then_applies_one_edit(client):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_fill_is_refused_when_the_document_changes_meanwhile(client):
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"steps": 64}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={**client.section, "steps": 64}))
     uri = "file:///w/fill-changed.py"
     open_doc(client, uri)
     rng = {"start": {"line": 0, "character": 0}, "end": {"line": 3, "character": 44}}
@@ -261,7 +263,7 @@ async def test_fill_is_refused_when_the_document_changes_meanwhile(client):
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[types.TextDocumentContentChangeWholeDocument(text=SRC + "# edited\n")]))
     result = await task
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"steps": 4}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=client.section))
     assert result["applied"] is False and result["reason"] == "document changed while filling"
     assert len(client.recorder.edits) == n_edits
     assert any("changed while filling" in m.message for m in client.messages)
@@ -335,12 +337,35 @@ async def test_a_50mb_document_is_served_with_a_bounded_context(client):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_settings_change_through_did_change_configuration(client):
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"coda": {"steps": 2, "temperature": "hot"}}))
+        settings={"coda": {**client.section, "steps": 2, "temperature": "hot"}}))
     uri = "file:///w/config.py"
     open_doc(client, uri)
     await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
     assert max(p.step for p in client.recorder.for_uri(uri)) <= 2
     assert any("temperature" in m.message for m in client.messages)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_setting_the_client_no_longer_sends_takes_the_server_default(client):
+    """didChangeConfiguration carries the client's whole section: a removed key resets, not sticks."""
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {**client.section, "maxTokens": 32, "steps": 8}}))
+    uri = "file:///w/reset.py"
+    open_doc(client, uri)
+    await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+    assert {p.steps for p in client.recorder.for_uri(uri)} == {8}
+    removed = {k: v for k, v in client.section.items() if k != "steps"} | {"maxTokens": 32}
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": removed}))
+    try:
+        n = len(client.recorder.for_uri(uri))
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=SRC + "# again\n")]))
+        await client.text_document_inline_completion_async(inline_params(uri, 2, 8))
+        # the default's steps, clamped to the hole (the engine never plans more steps than tokens)
+        assert {p.steps for p in client.recorder.for_uri(uri)[n:]} == {min(DecodeConfig.editor().steps, 32)}
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"coda": client.section}))
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -375,7 +400,7 @@ async def test_items_carry_an_accept_command_that_feeds_the_local_statistics(cli
 async def test_the_confidence_gate_hides_unsure_suggestions_and_says_so_in_the_log(client):
     """Random weights are unsure of every token: a gate asking for 0.5 shows nothing for them."""
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"coda": {"minShownConfidence": 0.5}}))
+        settings={"coda": {**client.section, "minShownConfidence": 0.5}}))
     try:
         uri = "file:///w/gate.py"
         open_doc(client, uri, "def g(x):\n    z = \n    return z\n")
@@ -388,4 +413,4 @@ async def test_the_confidence_gate_hides_unsure_suggestions_and_says_so_in_the_l
         assert not any("confidence gate" in m.message for m in client.messages)   # not a popup in the editor
     finally:
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-            settings={"coda": {"minShownConfidence": 0}}))
+            settings={"coda": client.section}))

@@ -13,7 +13,7 @@ import pytest
 
 from coda_lsp import pipeline
 from coda_lsp.documents import Document, Pos
-from coda_lsp.options import ServerOptions
+from coda_lsp.options import LINE_TOKENS, ServerOptions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_completions.json"
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_build_context_takes_its_budgets_from_the_options():
     assert block.kind == "block" and block.length == 40
     line_doc = Document("file:///b.py", "x = foo(\n", 1, "python")
     line = pipeline.build_context(line_doc, len("x = foo("), None, replace(ServerOptions(), max_tokens=40))
-    assert line.kind == "line" and line.length == pipeline.LINE_TOKENS
+    assert line.kind == "line" and line.length == LINE_TOKENS
 
 
 def test_decode_for_fits_the_hole_and_only_blocks_with_a_cache():

@@ -9,6 +9,7 @@ partials), so both plugins turn it on.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 from pathlib import Path
 
@@ -78,3 +79,13 @@ def test_command_line_flags_come_from_the_table_and_reject_what_the_lsp_would_wa
 def test_a_bad_decode_value_is_reported_by_the_decode_config_and_the_old_value_kept(wire, bad):
     opts, warnings = merge_options(ServerOptions(), {wire: bad})
     assert opts == ServerOptions() and len(warnings) == 1 and wire in warnings[0]
+
+
+def test_a_whole_settings_section_resets_absent_keys_and_keeps_the_old_value_on_a_bad_one():
+    from coda_lsp.options import settings_section
+    base = replace(ServerOptions(), debounce_ms=5)                    # the server's defaults (command line)
+    previous, _ = merge_options(base, {"steps": 4, "maxTokens": 8, "temperature": 0.5})
+    now, warnings = settings_section(base, previous, {"coda": {"maxTokens": 12, "temperature": "hot"}})
+    assert now.decode.steps == base.decode.steps and now.max_tokens == 12   # steps removed: default again
+    assert now.decode.temperature == 0.5 and len(warnings) == 1           # bad value: the old one stays
+    assert now.debounce_ms == 5                                            # absent: the server's, not a constant

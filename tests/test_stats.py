@@ -136,3 +136,18 @@ def test_rotation_keeps_one_old_file_and_reads_both(tmp_path):
     assert old.exists() and os.path.getsize(path) < 400 + 300
     got = [r["id"] + ".0" for r in rec.log_file.read()]
     assert got == ids[-len(got):] and len(got) < 12   # the oldest were rotated away, order kept
+
+
+def test_an_accept_begun_before_a_new_result_arrived_counts_for_the_suggestion_shown(tmp_path):
+    """The race of a partial accept and a completion landing: one suggestion with both parts, not two."""
+    rec = recorder(tmp_path)
+    meta = dict(latency_ms=1, model="m", settings="s")
+    [a] = rec.show("u", ["total = a + b"], **meta)
+    assert rec.accepted(a, 6)                              # a word of what is shown
+    [b] = rec.show("u", ["x = 1"], **meta)                 # a result lands while the next accept is on its way
+    assert rec.accepted(a, 4)                              # the accept reports against what was shown: counts
+    [c] = rec.show("u", ["y"], **meta)                     # the next result: `a` ends, with both parts
+    assert rec.accepted(a) is False and rec.accepted(c)    # ... once; accepting `c` decides `b` (dismissed)
+    got = {r["id"] + ".0": r for r in rows(rec.log_file.path)}
+    assert got[a]["accepted_chars"] == 10 and got[a]["outcome"] == "partial"
+    assert got[b]["outcome"] == "dismissed" and got[c]["outcome"] == "accepted" and len(got) == 3

@@ -24,4 +24,5 @@ def register(server) -> None:
         if sid is None or not ls.service.stats.accepted(sid, chars):
             log.debug("%s with unknown or bad arguments %r: ignored", ACCEPTED, list(args)[:2])
             return False
+        log.debug("%s %s chars=%s", ACCEPTED, sid, "all" if chars is None else chars)
         return True

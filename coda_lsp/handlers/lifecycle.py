@@ -35,7 +35,7 @@ def register(server) -> None:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls, params: types.DidChangeConfigurationParams) -> None:
-        outcome = ls.service.reconfigure(params.settings)
+        outcome = ls.service.reconfigure(params.settings, ls.base_options)   # the section is the truth
         for w in outcome.warnings:
             ls.show(w)
         if outcome.reload:

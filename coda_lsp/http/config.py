@@ -7,6 +7,7 @@ from typing import Optional
 
 from coda_model.decode_config import DecodeConfig
 
+from coda_lsp.gate import GateConfig
 from coda_lsp.options import ServerOptions
 
 
@@ -25,6 +26,9 @@ class ServeConfig:
     max_predict: int = 8192            # n_predict / max_tokens above this are refused (400)
     max_steps: int = 256               # decode.steps above this are refused (400)
     context_tokens: int = ServerOptions.context_tokens   # default token budget for extra + prefix + suffix
+    # the confidence gate, as the language server's (same defaults, one definition: ServerOptions)
+    min_confidence: float = ServerOptions.min_confidence
+    min_shown_confidence: float = ServerOptions.min_shown_confidence
     max_context_tokens: int = 8192     # a request's context_tokens above this are refused
     max_body_bytes: int = 1 << 20      # request bodies above this get 413
     max_queue: int = 64                # requests waiting for the model; one more gets 503
@@ -34,6 +38,10 @@ class ServeConfig:
     batch_window_ms: float = 2.0       # an idle worker waits this long for requests arriving together
     request_timeout_s: float = 60.0    # a request not answered in this time gets 503 (queue wait included)
     max_candidates: int = 8            # n / n_cmpl above this are refused
+
+    @property
+    def gate(self) -> GateConfig:
+        return GateConfig(self.min_confidence, self.min_shown_confidence)
 
     def batch_rows(self, device: str) -> int:
         return self.max_batch if self.max_batch is not None else (1 if device == "cpu" else 8)

@@ -10,7 +10,9 @@ tail that a later token could still turn into a stop string (or an under-indente
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
+
+from coda_lsp.gate import Candidate, GateConfig, cut, first_line_score
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,46 @@ def visible_settled(text: str, stop: tuple[str, ...], n_indent: int) -> str:
 def finished_lines(text: str) -> str:
     """`t_max_predict_ms` ran out: keep the complete lines only (llama.cpp stops at a newline once over time)."""
     return text[:text.rfind("\n") + 1] if "\n" in text else ""
+
+
+def pieces_of(spans: list[tuple[str, float]], text: str) -> tuple[tuple[str, float], ...]:
+    """The engine's (token text, confidence) pieces of a hole, as far as `text` (a start of the pieces'
+    join: the hole's text after stops and n_indent): what the confidence gate reads, local or remote."""
+    out, n = [], 0
+    for piece, conf in spans:
+        if n >= len(text):
+            break
+        piece = piece[: len(text) - n]
+        out.append((piece, float(conf)))
+        n += len(piece)
+    return tuple(out)
+
+
+def gate_row(spans: list[tuple[str, float]], final: Optional[Cut], visible: str,
+             gate: GateConfig) -> tuple[Optional[Cut], str, str]:
+    """The language server's confidence gate on what a client sees of a row: (final, visible, outcome).
+
+    The text ends before its first unsure token (outcome "cut", final at once: a settled token never
+    changes), or nothing is shown when the first line scores below `min_shown_confidence` ("hidden").
+    While the row runs with that threshold on, a first line not yet complete is held back, so a stream
+    never sends what the gate may still hide."""
+    if gate.off:
+        return final, visible, ""
+    seen = final.text if final is not None else visible
+    cand = Candidate.of(pieces_of(spans, seen))
+    if gate.min_shown_confidence > 0.0:
+        code = complete = False
+        for s in cand.spans:
+            head, nl, _ = s.text.partition("\n")
+            code = code or bool(head.strip())
+            if nl and code:
+                complete = True
+                break
+        if not complete and final is None:
+            return None, "", ""
+        if first_line_score(cand, gate.score) < gate.min_shown_confidence:
+            return Cut("", final.stop_type if final is not None else "eos"), "", "hidden"
+    text, was_cut = cut(cand, gate.min_confidence)
+    if was_cut:
+        return Cut(text, "eos"), text, "cut"
+    return final, visible, ""

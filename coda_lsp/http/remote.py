@@ -102,7 +102,8 @@ class RemoteJob:
         self.body = {"input_extra": [{"filename": "", "text": request.extra}] if request.extra else [],
                      "input_prefix": request.prefix, "input_suffix": request.suffix, "n_predict": request.length,
                      "n_cmpl": request.num_candidates, "stream_denoise": True,
-                     "context_tokens": request.context_tokens, "decode": asdict(request.decode)}
+                     "context_tokens": request.context_tokens, "decode": asdict(request.decode),
+                     "min_confidence": 0, "min_shown_confidence": 0}   # the raw text: the gate runs here
         self.done = False
         self.num_steps = 0
         self.model_s = 0.0            # time waiting for the remote's steps
@@ -110,8 +111,10 @@ class RemoteJob:
         self._response: Optional[httpx.Response] = None
         self._events: Optional[Iterator[tuple[str, str]]] = None
         self._content = [""] * self.num_candidates
+        self._pieces: list[Optional[list]] = [None] * self.num_candidates   # the final event's confidences
         self._finished: set[int] = set()
         self._partial = ("", 0, 0, 0)
+        self._settled: list = []      # candidate 0's settled run as [text, confidence] pieces (last step)
 
     def step(self) -> tuple[str, int, int, int, bool]:
         """(partial text, step, steps, masked count, done) after the remote's next denoise step."""
@@ -136,6 +139,7 @@ class RemoteJob:
                 if event["index"] == 0:
                     self.num_steps += 1
                     self._partial = (event["text"], int(event["step"]), int(event["steps"]), int(event["masked_count"]))
+                    self._settled = event.get("settled") if isinstance(event.get("settled"), list) else []
                     if not event["done"]:   # a finished step is returned with the final text, as InfillJob does
                         return (*self._partial, False)
                 continue
@@ -143,6 +147,8 @@ class RemoteJob:
             self._content[i] += event["content"]
             if event["stop"]:
                 self._finished.add(i)
+                if isinstance(event.get("confidences"), list):
+                    self._pieces[i] = event["confidences"]
             if len(self._finished) == self.num_candidates:
                 self.done = True
                 self.close()
@@ -171,14 +177,24 @@ class RemoteJob:
         return list(self._content) if self.done else []
 
     def candidates(self) -> list:
-        """The texts as candidates without confidences (the HTTP stream carries none): the confidence
-        gate leaves them as they are."""
+        """The texts as token pieces with their confidences (the stream's `confidences` extension), so the
+        confidence gate acts as on a local engine; a server that sends none gives candidates the gate
+        leaves as they are."""
         from coda_lsp.gate import Candidate
-        return [Candidate.sure(t) for t in self.texts()]
+        out = []
+        for text, pieces in zip(self.texts(), self._pieces):
+            ok = pieces is not None and "".join(str(p[0]) for p in pieces) == text
+            out.append(Candidate.of(pieces) if ok else Candidate.sure(text))
+        return out
 
     def prefix(self, gate: Any) -> str:
-        """Nothing to accept while a remote hole streams: its partial text carries no confidences."""
-        return ""
+        """Candidate 0's settled text (before its first still-masked token) cut by the gate's
+        minConfidence, from the denoise event's `settled` pieces: what Tab accepts while it streams."""
+        from coda_lsp.gate import Candidate, cut
+        try:
+            return cut(Candidate.of(self._settled), gate.min_confidence)[0]
+        except (TypeError, ValueError):   # a server that sends something else: nothing to accept
+            return ""
 
     def close(self) -> None:
         """Stop reading (a superseded job): the server drops the request at its next step."""

@@ -33,7 +33,8 @@ def error_body(status: int, message: str) -> dict:
 def denoise_events(progress: Progress) -> list[str]:
     """The `stream_denoise` extension: one `event: denoise` per candidate and step."""
     return [sse({"index": i, "text": c.partial, "step": progress.step, "steps": progress.steps,
-                 "masked_count": c.masked_count, "done": c.final is not None}, "denoise")
+                 "masked_count": c.masked_count, "done": c.final is not None,
+                 "settled": [[t, p] for t, p in c.settled_pieces]}, "denoise")
             for i, c in enumerate(progress.candidates)]
 
 
@@ -45,6 +46,12 @@ def deltas(progress: Progress, sent: list[str]) -> list[tuple[int, str]]:
             out.append((i, c.settled[len(sent[i]):]))
             sent[i] = c.settled
     return out
+
+
+def gate_outcome(spec: HoleSpec, c: Candidate) -> str:
+    """Extension field: "off", "shown" (passed whole), "cut" (ends before an unsure token) or "hidden"
+    (empty content: the first line was too unsure)."""
+    return "off" if spec.gate.off else (c.gated or "shown")
 
 
 def _text(c: Candidate) -> str:
@@ -75,6 +82,8 @@ class LlamaDialect:
         self.model = model
 
     def result(self, spec: HoleSpec, p: Progress, index: int) -> dict:
+        """No `tokens_cached`: llama-server's count of tokens kept in a slot's KV cache has no counterpart
+        (every request decodes from its own text), and a client must never read a made-up figure."""
         c, t = p.candidates[index], p.timings
         assert t is not None and c.final is not None
         n, pred_ms = c.num_tokens, max(t.predicted_ms, 1e-3)
@@ -85,8 +94,11 @@ class LlamaDialect:
                    "predicted_per_token_ms": t.predicted_ms / max(1, n), "predicted_per_second": 1e3 * n / pred_ms,
                    "cache_n": 0, "queue_ms": t.queue_ms, "steps": t.steps}
         body = {"index": index, "content": c.final.text, "tokens": [], "id_slot": 0, "stop": True,
-                "model": self.model, "tokens_predicted": n, "tokens_evaluated": t.prompt_n, "tokens_cached": 0,
-                "has_new_line": "\n" in c.final.text, "truncated": t.truncated, "stop_type": c.final.stop_type,
+                "model": self.model, "tokens_predicted": n, "tokens_evaluated": t.prompt_n,
+                "has_new_line": "\n" in c.final.text,
+                # extension (llama.cpp / OpenAI clients ignore it): each token's confidence, for the gate
+                "confidences": [[t, p] for t, p in c.pieces],
+                "gate": gate_outcome(spec, c), "truncated": t.truncated, "stop_type": c.final.stop_type,
                 "stopping_word": c.final.stopping_word, "prompt": "",
                 "generation_settings": {"n_predict": spec.length, "temperature": spec.decode.temperature,
                                         "top_k": spec.decode.top_k or 0, "top_p": spec.decode.top_p or 1.0,
@@ -130,8 +142,8 @@ class OpenAIDialect:
 
     def final(self, spec: HoleSpec, p: Progress) -> dict:
         assert p.timings is not None
-        choices = [{"text": _text(c), "index": i, "logprobs": None, "finish_reason": self._reason(c)}
-                   for i, c in enumerate(p.candidates)]
+        choices = [{"text": _text(c), "index": i, "logprobs": None, "finish_reason": self._reason(c),
+                    "gate": gate_outcome(spec, c)} for i, c in enumerate(p.candidates)]
         done = sum(c.num_tokens for c in p.candidates)
         return {**self._head(), "choices": choices,
                 "usage": {"prompt_tokens": p.timings.prompt_n, "completion_tokens": done,

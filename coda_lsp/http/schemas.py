@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from coda_model.decode_config import FIELD_NAMES, DecodeConfig
 
+from coda_lsp.gate import GateConfig
 from coda_lsp.http.config import ServeConfig
 from coda_lsp.languages import canonical_language, spec_for
 
@@ -46,6 +47,7 @@ class HoleSpec:
     n_indent: int = 0             # cut the text before a later line indented less than this
     t_max_predict_ms: int = 0     # 0 = off; else answer with the finished lines once this has passed
     response_fields: Optional[tuple[str, ...]] = None
+    gate: GateConfig = GateConfig()   # the confidence gate on what is answered (off = the raw text)
 
     @property
     def batch_key(self) -> tuple:
@@ -95,6 +97,13 @@ def _stop(name: str, value: Any) -> tuple[str, ...]:
     return tuple(s for s in value if s)
 
 
+def _unit(name: str, value: Any) -> float:
+    v = _num(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise BadRequest(f"'{name}' must be in [0, 1], got {v}")
+    return v
+
+
 def _fields(name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise BadRequest(f"'{name}' must be a list of strings")
@@ -102,17 +111,21 @@ def _fields(name: str, value: Any) -> tuple[str, ...]:
 
 
 def _extra(name: str, value: Any) -> str:
-    """llama.cpp's input_extra [{filename, text}] -> one text; chunks with a filename get a commented header."""
+    """llama.cpp's input_extra [{filename, text}] -> one text; chunks with a filename get a commented header.
+
+    Checked as llama-server checks it: `text` a string, `filename` (optional) a string, any other key
+    ignored (llama.vim's ring chunks carry `time`)."""
     if value is None:
         return ""
     if not isinstance(value, list):
         raise BadRequest(f"'{name}' must be a list of {{filename, text}} objects")
     parts = []
     for i, chunk in enumerate(value):
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("text", ""), str) \
-                or not isinstance(chunk.get("filename", ""), str) or set(chunk) - {"filename", "text"}:
-            raise BadRequest(f"'{name}[{i}]' must be an object with string fields filename and text")
-        text, filename = chunk.get("text", ""), chunk.get("filename", "")
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text"), str) \
+                or not isinstance(chunk.get("filename", ""), str):
+            raise BadRequest(f"'{name}[{i}]' must be an object with a string field text (and filename, if any, "
+                             f"a string)")
+        text, filename = chunk["text"], chunk.get("filename", "")
         if not text:
             continue
         if filename:   # names only label the chunk for the model: nothing is read from the server's disk
@@ -159,7 +172,8 @@ INFILL_IGNORED = frozenset({
 OPENAI_IGNORED = frozenset({"model", "user", "best_of", "frequency_penalty", "presence_penalty", "logit_bias",
                             "stream_options", "logprobs", "echo"})
 _COMMON = {"stream_denoise": _bool, "decode": None, "context_tokens": None, "seed": None,
-           "temperature": _num, "top_p": _num, "stream": _bool, "stop": _stop}
+           "temperature": _num, "top_p": _num, "stream": _bool, "stop": _stop,
+           "min_confidence": _unit, "min_shown_confidence": _unit}
 INFILL_FIELDS = {**_COMMON, "input_prefix": _str, "input_suffix": _str, "input_extra": _extra, "prompt": _str,
                  "n_predict": None, "top_k": _int(0, 1 << 30), "n_indent": _int(0, 1 << 16),
                  "t_max_predict_ms": _int(0, 1 << 30), "response_fields": _fields, "n_cmpl": None}
@@ -210,7 +224,9 @@ def _spec(f: dict, cfg: ServeConfig, *, extra: str, prefix: str, suffix: str, re
                     context_tokens=f.get("context_tokens", cfg.context_tokens),
                     stream=f.get("stream", False) or stream_denoise, stream_denoise=stream_denoise,
                     stop=f.get("stop", ()), n_indent=f.get("n_indent", 0),
-                    t_max_predict_ms=f.get("t_max_predict_ms", 0), response_fields=f.get("response_fields"))
+                    t_max_predict_ms=f.get("t_max_predict_ms", 0), response_fields=f.get("response_fields"),
+                    gate=GateConfig(f.get("min_confidence", cfg.min_confidence),
+                                    f.get("min_shown_confidence", cfg.min_shown_confidence)))
 
 
 def parse_infill(body: Any, cfg: ServeConfig) -> HoleSpec:

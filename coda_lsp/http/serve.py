@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 from coda_lsp.options import QUANTIZE
 from coda_lsp.http.config import ServeConfig
+from coda_lsp.options import BY_WIRE
 
 log = logging.getLogger("coda_lsp")
 
@@ -47,8 +48,23 @@ def parser() -> argparse.ArgumentParser:
                         "rows x one row)")
     p.add_argument("--timeout", type=float, default=d.request_timeout_s,
                    help=f"seconds a request may take, queue included (default {d.request_timeout_s:g})")
+    for wire, dest in (("minConfidence", "min_confidence"), ("minShownConfidence", "min_shown_confidence")):
+        s = BY_WIRE[wire]   # the language server's setting: same flag, help, check and default
+        p.add_argument(s.cli_flag, dest=dest, type=_checked(s), default=getattr(d, dest),
+                       help=f"{s.help} (default {getattr(d, dest)}; a request may set {dest})")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
+
+
+def _checked(setting):
+    """argparse type from a SETTINGS row's converter (its ValueError becomes argparse's one-line error)."""
+    def conv(raw: str):
+        try:
+            return setting.parse(float(raw))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    conv.__name__ = setting.wire
+    return conv
 
 
 def config_from(args: argparse.Namespace, env: dict) -> ServeConfig:
@@ -57,7 +73,8 @@ def config_from(args: argparse.Namespace, env: dict) -> ServeConfig:
                    threads=args.threads,
                    max_hole=max(1, args.max_hole), max_queue=max(1, args.max_queue),
                    max_batch=max(1, args.max_batch) if args.max_batch else None,
-                   request_timeout_s=max(1.0, args.timeout))
+                   request_timeout_s=max(1.0, args.timeout), min_confidence=args.min_confidence,
+                   min_shown_confidence=args.min_shown_confidence)
 
 
 def check_start(cfg: ServeConfig) -> Optional[str]:

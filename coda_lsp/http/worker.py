@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from coda_lsp.http.config import ServeConfig
-from coda_lsp.http.hole_text import Cut, apply_stops, decode, finished_lines, settled_ids, visible_settled
+from coda_lsp.http.hole_text import (Cut, apply_stops, decode, finished_lines, gate_row, pieces_of, settled_ids,
+                                     visible_settled)
 from coda_lsp.http.schemas import BadRequest, HoleSpec
 from coda_lsp.options import ServerOptions
 from coda_lsp.pipeline import fit_budget
@@ -35,6 +36,9 @@ class Candidate:
     settled: str                 # the left-to-right text that can no longer change (what `content` streams)
     final: Optional[Cut] = None  # set once the candidate is finished
     num_tokens: int = 0          # hole tokens before the end of the text
+    pieces: tuple[tuple[str, float], ...] = ()   # once final: its text as (token text, confidence) pieces
+    gated: str = ""              # what the confidence gate did: "" (nothing), "cut" or "hidden"
+    settled_pieces: tuple[tuple[str, float], ...] = ()   # the settled run's pieces (a remote Tab-while-streaming)
 
 
 @dataclass(frozen=True)
@@ -248,4 +252,8 @@ class BatchWorker:
         elif over_time:
             final = Cut(finished_lines(visible_settled(settled, spec.stop, spec.n_indent)), "limit")
         visible = final.text if final is not None else visible_settled(settled, spec.stop, spec.n_indent)
-        return Candidate(partial, num_masked, visible, final, len(ids))
+        spans = engine.hole_spans(state, row)
+        final, visible, gated = gate_row(spans, final, visible, spec.gate)
+        pieces = pieces_of(spans, final.text) if final is not None else ()
+        head = pieces_of(spans, settled) if spec.stream_denoise else ()
+        return Candidate(partial, num_masked, visible, final, len(ids), pieces, gated, head)

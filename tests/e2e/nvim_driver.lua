@@ -74,9 +74,18 @@ api.nvim_create_autocmd('User', { pattern = 'CodaPartial', callback = function(e
   if ev.data.done then
     return
   end
-  local shown = extmark_text(partial.ns)
+  local shown, _, _, d = extmark_text(partial.ns)
+  local by_hl = {} -- what is drawn in each highlight (lines joined with \n), read back from the extmark
+  for i, line in ipairs(d and vim.list_extend({ d.virt_text or {} }, d.virt_lines or {}) or {}) do
+    for _, chunk in ipairs(line) do
+      local hl = chunk[2]
+      by_hl[hl] = (by_hl[hl] or '') .. (i > 1 and by_hl[hl .. '#'] ~= i and '\n' or '') .. chunk[1]
+      by_hl[hl .. '#'] = i
+    end
+  end
   local into = phase == 'fill' and result.fill_partial_texts or result.partial_texts
-  into[#into + 1] = { step = ev.data.step, steps = ev.data.steps, text = ev.data.text, shown = shown }
+  into[#into + 1] = { step = ev.data.step, steps = ev.data.steps, text = ev.data.text, shown = shown,
+    prefix = ev.data.prefix, confident = by_hl.CodaPartial or '', pending = by_hl.CodaPartialPending or '' }
 end })
 
 local start_fill, press_tab, partial_accepts

@@ -66,7 +66,14 @@ def test_nvim_ghost_text_streams_accepts_and_fills(tmp_path, workspace, editor_e
     partials = res["partial_texts"]
     assert len(partials) >= 2, res["events"]
     assert all(p["shown"] is not None for p in partials), "a partial notification was not drawn"
-    assert all(p["shown"] == p["text"] for p in partials), json.dumps(partials, ensure_ascii=False, indent=1)
+    dump = json.dumps(partials, ensure_ascii=False, indent=1)
+    assert all(p["text"].startswith(p["prefix"]) for p in partials), dump
+    assert all(p["shown"] == p["text"] for p in partials), dump
+    # what Tab would take (the confident prefix) is drawn as the text, the rest decoded so far dimmed
+    flat = lambda s: s.replace("\n", "")  # noqa: E731  (the read-back joins lines per highlight)
+    assert all(flat(p["confident"]) == flat(p["prefix"]) for p in partials), dump
+    assert all(flat(p["pending"]) == flat(p["text"][len(p["prefix"]):]) for p in partials), dump
+    assert any(p["pending"] for p in partials), f"no step had decoded text after a masked one: {dump}"
     assert len({p["shown"] for p in partials}) >= 2, f"the drawn text never changed while denoising: {partials}"
     assert [p["step"] for p in partials] == sorted(p["step"] for p in partials)
 
@@ -194,3 +201,37 @@ def test_nvim_partial_text_updates_clears_on_cursor_move_and_stays_dismissed(tmp
     assert shown["after an edit"] == at_cursor("a - b")          # a new edit draws again
     assert shown["done"] is None                                 # the final notification clears it
     assert res["lines"] == ["def add(a, b):", "    return ", "", "x = 1"]   # never written into the buffer
+
+
+@pytest.mark.parametrize("version", ["0.12", "0.11"])
+def test_nvim_configure_sends_the_whole_section_so_a_removed_setting_resets(tmp_path, editor_env, version):
+    nvim = require(*NVIMS[version])
+    out = tmp_path / "config.json"
+    env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_RESULT=str(out))
+    proc = subprocess.run([str(nvim), "--headless", "--clean", "-l", str(E2E / "nvim_config.lua")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["setup"] == {"steps": 8, "minConfidence": 0, "streaming": True}
+    assert res["configured"] == {"steps": 4, "maxTokens": 12, "streaming": True}   # setup's minConfidence: gone
+    assert res["removed"] == {"maxTokens": 12, "streaming": True}                  # steps left out: server default
+    assert res["keymap_kept"] == "<C-y>"                                            # plugin options stay
+
+
+def test_nvim_configure_without_a_setting_resets_it_in_the_server(tmp_path, workspace, editor_env, server_cmd,
+                                                                  tiny_model_dir):
+    nvim = require(*NVIMS["0.12"])
+    src = workspace / "example.py"
+    src.write_text(SOURCE)
+    out = tmp_path / "configure.json"
+    env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_CMD=json.dumps(server_cmd),
+               CODA_MODEL=str(tiny_model_dir), CODA_RESULT=str(out))
+    proc = subprocess.run([str(nvim), "--headless", "--clean", "-u", str(E2E / "nvim_configure.lua"), str(src)],
+                          cwd=workspace, env=env, capture_output=True, text=True, timeout=150)
+    assert out.exists(), proc.stderr[-2000:] + tail(tmp_path / "server.log")
+    res = json.loads(out.read_text())
+    assert res["exit"] == 0, (res, tail(tmp_path / "server.log"))
+    assert set(res["first"]) == {8}, res
+    # the server's default steps (16), the hole being 16 tokens (max_tokens) so nothing clamps them
+    from coda_model import DecodeConfig
+    assert set(res["after"]) == {min(DecodeConfig.editor().steps, 16)}, res

@@ -163,6 +163,11 @@ def test_vscode_ghost_text_tab_and_fill(tmp_path, workspace, editor_env, server_
     rows = [json.loads(l) for l in stats_file.read_text().splitlines()] if stats_file.exists() else []
     assert len({r["id"] for r in rows}) == len(rows)
     assert [r["accepted_chars"] for r in rows if r["accepted_chars"]] == [len(inserted)], rows
+    # ... and Ctrl+Right reported its word first (VS Code runs an item's command on a whole accept only)
+    reports = re.findall(r"coda\.accepted (\S+) chars=(\S+)", (tmp_path / "server.log").read_text())
+    word = [(sid, int(n)) for sid, n in reports if n != "all"]
+    assert len(word) == 1 and 0 < word[0][1] < len(inserted), reports
+    assert [sid for sid, n in reports if n == "all"] == [word[0][0]], reports   # the same item, then whole
 
     # Fill Selection replaced line FILL_LINE and nothing else
     old = after.split("\n")

@@ -7,6 +7,7 @@ import { DidChangeConfigurationNotification, LanguageClient, State as ClientStat
 import { ServerManager } from './client';
 import { FillPreview } from './fill';
 import { InlineStreamer, PartialParams } from './inline';
+import { PartialAccepts } from './partial_accept';
 import { cfg, RESTART_KEYS, serverOptions } from './settings';
 import { State, StatusItem } from './status';
 
@@ -17,6 +18,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const status = new StatusItem();
   const fill = new FillPreview();
   const streamer = new InlineStreamer(() => manager?.client);
+  const partialAccepts = new PartialAccepts(() => manager?.client);
+  streamer.onServed = (document, items) => partialAccepts.note(document, items);
   const applySettings = () => {
     streamer.enabled = cfg().get<boolean>('enabled', true);
     streamer.streaming = cfg().get<boolean>('streaming', true);
@@ -63,6 +66,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       await manager?.restart();
     }),
     vscode.commands.registerCommand('coda.showLog', () => log.show()),
+    // Ctrl+Right / Ctrl+Alt+Right: the built-in partial accepts, counted (see partial_accept.ts)
+    vscode.commands.registerCommand('coda.acceptNextWord',
+      () => partialAccepts.run('editor.action.inlineSuggest.acceptNextWord')),
+    vscode.commands.registerCommand('coda.acceptNextLine',
+      () => partialAccepts.run('editor.action.inlineSuggest.acceptNextLine')),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
       if (!e.affectsConfiguration('coda')) {
         return;

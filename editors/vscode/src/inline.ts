@@ -70,6 +70,8 @@ export class InlineStreamer implements vscode.Disposable {
   streaming = true;
   private flight?: Flight;
   private readonly emitter = new vscode.EventEmitter<PartialParams>();
+  /** Called with the final items given to VS Code (what the partial accepts report against). */
+  onServed?: (document: vscode.TextDocument, items: vscode.InlineCompletionItem[]) => void;
   /** Fired after a partial was turned into ghost text (the tests and the status bar read it). */
   readonly onDidShowPartial = this.emitter.event;
 
@@ -84,7 +86,11 @@ export class InlineStreamer implements vscode.Disposable {
     }
     const client = this.client();
     if (!this.streaming || !client) {
-      return next(document, position, context, token);
+      const result = await next(document, position, context, token);
+      if (result) {
+        this.onServed?.(document, Array.isArray(result) ? result : result.items);
+      }
+      return result;
     }
     const uri = client.code2ProtocolConverter.asUri(document.uri);
     const key = `${uri}@${document.version}:${position.line}:${position.character}`;
@@ -97,6 +103,7 @@ export class InlineStreamer implements vscode.Disposable {
       flight.shown = before;
     }
     if (!flight.final && flight.shown) {
+      this.onServed?.(document, flight.shown);
       return flight.shown;
     }
     if (!flight.final && !flight.partial) {
@@ -110,6 +117,7 @@ export class InlineStreamer implements vscode.Disposable {
     }
     if (flight.final) {
       flight.finalServed = true;
+      this.onServed?.(document, flight.final);
       return flight.final;
     }
     const p = flight.partial!;

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from coda_model.ar_decode import greedy_decode
 from coda_model.checkpoint import load_model
 from coda_train.eval.datasets import default_data_dir
+from coda_train.eval.heldout import heldout_line_holes
 
 REPO = Path(__file__).resolve().parents[3]
 SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -90,29 +91,6 @@ def heldout(loaded, data: Path, seq: int, rows: int, ar: bool, batch: int = 8) -
     out["diffusion_loss_mean"] = sum(per_sigma.values()) / len(per_sigma)  # ~ the objective's expectation over sigma
     out["masked_token_accuracy_by_sigma"] = acc
     return out
-
-
-def heldout_line_holes(corpus: Path, limit: int, before: int = 2000, after: int = 1000) -> list[dict]:
-    """One single-line hole per held-out Python file (the first non-blank line from the middle on).
-
-    Why: a validation set for decode settings that is not HumanEval, so choosing a setting does not
-    tune on the numbers we report. Files come in corpus order, none picked.
-    """
-    rows = []
-    for line in (corpus / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        lines = row["text"].splitlines(keepends=True)
-        if not row["path"].endswith(".py") or len(lines) < 20:
-            continue
-        i = next((k for k in range(len(lines) // 2, len(lines)) if lines[k].strip()), None)
-        if i is None:
-            continue
-        pre, suf = "".join(lines[:i]), "".join(lines[i + 1:])
-        rows.append({"task_id": f"{row['path']}:{i + 1}", "prompt": pre[-before:], "suffix": suf[:after],
-                     "canonical_solution": lines[i]})
-        if len(rows) >= limit:
-            break
-    return rows
 
 
 def load_infill(task: str, data_dir: Path, limit: int, corpus: Path | None = None) -> list[dict]:

@@ -76,11 +76,23 @@ function M.take(bufnr, client, item, kind)
   return false
 end
 
+--- The built-in completor of `bufnr` (Neovim 0.12's private state, guarded: nil when it moved).
+local function completor_of(bufnr)
+  local ok, cap = pcall(require, 'vim.lsp._capability')
+  return ok and cap.all and cap.all.inline_completion and cap.all.inline_completion.active[bufnr] or nil
+end
+
 --- Neovim 0.12: accept through vim.lsp.inline_completion.get with an on_accept hook.
+--- `get` reads the completor's item only when its scheduled callback runs, so an item that lands
+--- between the key press and then would be taken (and reported) instead of the one on screen: the
+--- item shown at the key press is kept here and accepted whatever arrived since.
 ---@param kind 'word'|'line'|'all'
 ---@return boolean accepted
 function M.inline(bufnr, kind)
+  local completor = completor_of(bufnr)
+  local shown = completor and completor.current -- `select` makes a new table per item: this one stays as shown
   return vim.lsp.inline_completion.get({ bufnr = bufnr, on_accept = function(item)
+    item = shown or item
     local client = vim.lsp.get_client_by_id(item.client_id)
     local text = type(item.insert_text) == 'string' and item.insert_text or item.insert_text.value
     local r = item.range
@@ -108,8 +120,7 @@ end
 --- (an invoked request) and show the next of them. Uses the built-in completor's state (private API,
 --- guarded): Neovim offers `select` but no way to invoke a request.
 function M.cycle_inline(bufnr, count, client)
-  local ok, cap = pcall(require, 'vim.lsp._capability')
-  local completor = ok and cap.all and cap.all.inline_completion and cap.all.inline_completion.active[bufnr]
+  local completor = completor_of(bufnr)
   if not completor or completor:count_items() > 1 or not client then
     return vim.lsp.inline_completion.select({ bufnr = bufnr, count = count })
   end

@@ -78,17 +78,37 @@ M.server_keys = {
 ---@type coda.Config
 M.current = vim.deepcopy(M.defaults)
 
---- Merge user options over the defaults; unknown keys are reported once, not fatal.
----@param opts table?
----@return coda.Config
-function M.merge(opts)
-  opts = opts or {}
+local function check_keys(opts)
   for k in pairs(opts) do
     if M.defaults[k] == nil and M.server_keys[k] == nil and k ~= 'cmd' and k ~= 'python' then
       vim.notify(('coda: unknown option %q ignored'):format(k), vim.log.levels.WARN)
     end
   end
+end
+
+--- Merge user options over the defaults (`setup`); unknown keys are reported once, not fatal.
+---@param opts table?
+---@return coda.Config
+function M.merge(opts)
+  opts = opts or {}
+  check_keys(opts)
   M.current = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), M.current or {}, opts)
+  return M.current
+end
+
+--- The settings after `configure(opts)`: `opts` holds the whole set of server settings, as an
+--- editor's settings section does, so a server setting it leaves out goes back to its default (nil:
+--- the server's own); the plugin's options (keymaps, cmd, ...) stay as set up.
+---@param opts table?
+---@return coda.Config
+function M.section(opts)
+  opts = opts or {}
+  check_keys(opts)
+  local base = vim.deepcopy(M.current or M.defaults)
+  for k in pairs(M.server_keys) do
+    base[k] = vim.deepcopy(M.defaults[k])
+  end
+  M.current = vim.tbl_deep_extend('force', base, opts)
   return M.current
 end
 

@@ -224,15 +224,17 @@ function M.setup(opts)
     return
   end
   vim.lsp.config(M.name, M.lsp_config())
-  if #M.clients() > 0 then
-    M.configure({})
+  for _, c in ipairs(M.clients()) do -- a running server gets the new settings
+    c:notify('workspace/didChangeConfiguration', { settings = config.server_options(cfg) })
   end
   vim.lsp.enable(M.name)
 end
 
---- Change server settings at run time (workspace/didChangeConfiguration), e.g. configure{ steps = 8 }.
+--- Set the server settings at run time (workspace/didChangeConfiguration), e.g. configure{ steps = 8 }.
+--- The table is the whole set, like an editor's settings section: a server setting it leaves out
+--- (one that setup or an earlier configure set) goes back to the server's default.
 function M.configure(opts)
-  local cfg = config.merge(opts)
+  local cfg = config.section(opts)
   partial.enabled = M.enabled and cfg.streaming ~= false
   for _, c in ipairs(M.clients()) do
     c:notify('workspace/didChangeConfiguration', { settings = config.server_options(cfg) })

@@ -2,7 +2,9 @@
 ---
 --- The server sends one notification per step (text so far, still-masked spans left out) before the
 --- final response; the final one has `done = true`. For a completion at the cursor the text is drawn
---- inline where it would be inserted (extra lines as virt_lines); for a fill of a selection it is
+--- inline where it would be inserted (extra lines as virt_lines), as <Tab> would take it: the
+--- confident prefix (`prefix`: what Tab inserts while it streams) in `CodaPartial`, the rest decoded so
+--- far, which Tab would not take, dimmed (`CodaPartialPending`); for a fill of a selection it is
 --- drawn as virt_lines under the selection, so the code being replaced stays readable. The drawing
 --- is cleared on the final notification (the final item is then shown by vim.lsp.inline_completion,
 --- or applied by the fill), when the buffer changes under it, or when the cursor moves away.
@@ -49,6 +51,24 @@ function M.clear(bufnr, reason)
   end
 end
 
+--- {text, hl} pieces -> one list of chunks per line (the pieces split at their newlines).
+---@param pieces {[1]: string, [2]: string}[]
+---@return {[1]: string, [2]: string}[][]
+function M.chunks(pieces)
+  local out = { {} }
+  for _, piece in ipairs(pieces) do
+    for i, s in ipairs(vim.split(piece[1], '\n', { plain = true })) do
+      if i > 1 then
+        out[#out + 1] = {}
+      end
+      if s ~= '' then
+        table.insert(out[#out], { s, piece[2] })
+      end
+    end
+  end
+  return out
+end
+
 local function draw(bufnr, params, encoding)
   local r = params.range
   local row, col = to_byte(bufnr, r.start, encoding)
@@ -69,14 +89,15 @@ local function draw(bufnr, params, encoding)
     row = math.min(r['end'].line, api.nvim_buf_line_count(bufnr) - 1)
     col = 0
   else
-    mark.virt_text = { { lines[1], hl } }
+    local text, prefix = params.text or '', type(params.prefix) == 'string' and params.prefix or ''
+    if not vim.startswith(text, prefix) then
+      text = prefix
+    end
+    local chunks = M.chunks({ { prefix, hl }, { text:sub(#prefix + 1), 'CodaPartialPending' } })
+    mark.virt_text = chunks[1]
     mark.virt_text_pos = 'inline'
-    if #lines > 1 then
-      local vl = {}
-      for i = 2, #lines do
-        vl[#vl + 1] = { { lines[i], hl } }
-      end
-      mark.virt_lines = vl
+    if #chunks > 1 then
+      mark.virt_lines = vim.list_slice(chunks, 2)
     end
   end
   api.nvim_buf_clear_namespace(bufnr, M.ns, 0, -1)
@@ -125,6 +146,7 @@ function M.handler(_, params, ctx)
     steps = params.steps,
     done = false,
     masked = params.maskedCount,
+    prefix = drawn[bufnr].prefix,
   })
 end
 
@@ -186,6 +208,7 @@ function M.setup_highlights()
   local base = vim.fn.hlexists('ComplHint') == 1 and 'ComplHint' or 'Comment'
   api.nvim_set_hl(0, 'CodaPartial', { default = true, link = base })
   api.nvim_set_hl(0, 'CodaPartialStep', { default = true, link = 'NonText' })
+  api.nvim_set_hl(0, 'CodaPartialPending', { default = true, link = 'NonText' })
 end
 
 return M
