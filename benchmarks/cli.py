@@ -7,6 +7,7 @@
     coda-bench http                    # HTTP server: batched vs serial requests/s and latency
     coda-bench soak                    # memory and latency over a long run of editing traffic
     coda-bench latency                 # what an editor waits for vs the engine's decode of the same hole
+    coda-bench next-edit               # next-edit suggestions: precision/recall/controls/latency vs a fill baseline
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -25,6 +26,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "http": ("coda_bench.http", "coda-lsp serve: requests/s and latency, batched vs one after another"),
     "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),
     "latency": ("coda_bench.editor_latency", "a real LSP client's wait, fresh and after a keystroke, vs the engine alone"),
+    "next-edit": ("coda_bench.next_edit", "next-edit suggestions on held-out code: precision, recall, controls, latency"),
 }
 
 

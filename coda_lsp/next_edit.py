@@ -186,13 +186,8 @@ class NextEditJob:
         if self.found is None:
             return []
         tok = self.lm.tokenizer
-        pieces = [tok.decode([t]) for t in self.window_ids]
+        pieces, starts = self.pieces()
         text = self.win.head + self.win.protected + self.win.tail
-        if "".join(pieces) != text:   # a character split across tokens: map with exact prefix decodes
-            pieces = _pieces_exact(tok, self.window_ids)
-        starts = [0]
-        for p in pieces:
-            starts.append(starts[-1] + len(p))
         out = []
         for e in self.found.proposals:
             a, b = e.start - self.w0, e.end - self.w0
@@ -208,6 +203,18 @@ class NextEditJob:
                 continue
             out.append(NextEdit(doc.position_at(s), doc.position_at(t), repl, e.confidence, old[s - start:t - start]))
         return out
+
+
+    def pieces(self) -> tuple[list[str], list[int]]:
+        """Each window token's text and the window offset where it starts (plus the end), for mapping."""
+        tok = self.lm.tokenizer
+        pieces = [tok.decode([t]) for t in self.window_ids]
+        if "".join(pieces) != self.win.head + self.win.protected + self.win.tail:
+            pieces = _pieces_exact(tok, self.window_ids)   # a character split across tokens
+        starts = [0]
+        for p in pieces:
+            starts.append(starts[-1] + len(p))
+        return pieces, starts
 
 
 def _pieces_exact(tok, ids: list[int]) -> list[str]:

@@ -60,6 +60,7 @@ async def next_edit(ls, params: Any) -> dict:
         ls.status_after_run(note)
     td = {"uri": uri, "version": result.version}
     return {"edits": [{"range": lsp_range(e.start, e.end), "text": e.text, "textDocument": td,
+                       "confidence": round(e.confidence, 4),   # ours (Copilot's shape has none): for clients, benchmarks
                        "command": {"title": "coda next edit accepted", "command": ACCEPTED, "arguments": [sid]}}
                       for e, sid in zip(result.edits, result.ids)]}
 
