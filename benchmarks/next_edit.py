@@ -114,15 +114,16 @@ def breakdown(lm, case: Case, lines: int, context_tokens: int, bar: float) -> di
     from coda_model.edit_config import EditConfig
     from coda_model.next_edit import denoise_spans
     from coda_lsp.documents import Document
-    from coda_lsp.next_edit import EditTracker, NextEditJob, edit_window, minimal_edit
+    from coda_lsp.next_edit import NEXT_EDIT_CONTEXT_TOKENS, EditTracker, NextEditJob, edit_window, minimal_edit
 
     edited = case.edited
     tracker = EditTracker()
     tracker.note("u", case.text, edited)
     doc = Document("file:///b.py", edited, 2, "python")
-    win = edit_window(doc, case.cursor, lines, tracker.region("u"), 4 * context_tokens)
+    budget = min(context_tokens, NEXT_EDIT_CONTEXT_TOKENS)
+    win = edit_window(doc, case.cursor, lines, tracker.region("u"), 4 * budget)
     cfg = EditConfig(min_confidence=0.0)
-    job = NextEditJob(lm, win, cfg, context_tokens)
+    job = NextEditJob(lm, win, cfg, budget)
     while not job.done:
         job.step()
     pieces, starts = job.pieces()
@@ -158,7 +159,7 @@ def breakdown(lm, case: Case, lines: int, context_tokens: int, bar: float) -> di
 async def run(model: Optional[str], cases: list[Case], lines: int, bar: float) -> dict:
     from coda_lsp.documents import Document
     from coda_lsp.loading import load_engine
-    from coda_lsp.next_edit import EditTracker, _word_at, edit_window
+    from coda_lsp.next_edit import NEXT_EDIT_CONTEXT_TOKENS, EditTracker, edit_window
     from coda_lsp.options import ServerOptions, merge_options
     from coda_lsp.pipeline import run_once
 
@@ -201,7 +202,7 @@ async def run(model: Optional[str], cases: list[Case], lines: int, bar: float) -
             doc = Document(uri, edited, 2, "python")
             tracker = EditTracker()
             tracker.note(uri, case.text, edited)
-            win = edit_window(doc, case.cursor, lines, tracker.region(uri), 4 * options.context_tokens)
+            win = edit_window(doc, case.cursor, lines, tracker.region(uri), 4 * NEXT_EDIT_CONTEXT_TOKENS)
             w0 = win.window_start
             w1 = w0 + len(win.head) + len(win.protected) + len(win.tail)
             protect = (w0 + len(win.head), w0 + len(win.head) + len(win.protected))

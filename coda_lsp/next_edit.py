@@ -27,6 +27,8 @@ from coda_lsp.documents import Document, Pos
 from coda_lsp.loading import LoadedEngine
 
 log = logging.getLogger(__name__)
+NEXT_EDIT_CONTEXT_TOKENS = 256   # context beside the window (at most contextTokens): the window holds the
+                                 # evidence; a 1,024-token context doubled the scoring forward's cost (bench)
 MAX_LINE_CHARS = 2000          # a window line longer than this (minified, data) is not scored: no edits
 _WORD = re.compile(r"[A-Za-z_0-9]+")
 
@@ -153,7 +155,7 @@ class NextEditJob:
         self.lm, self.win, self.config = lm, win, config
         before, after = tok.encode(win.before), tok.encode(win.after)
         head, prot, tail = tok.encode(win.head), tok.encode(win.protected), tok.encode(win.tail)
-        room = max(0, context_tokens - len(head) - len(prot) - len(tail))
+        room = max(0, context_tokens)   # beside the window, split between the two sides
         keep_before = min(len(before), max(room // 2, room - len(after)))
         before, after = before[len(before) - keep_before:], after[:max(0, room - keep_before)]
         self.window_ids = head + prot + tail
@@ -268,7 +270,7 @@ class NextEditService:
             self.missing_stage_reported = True
             return replace(empty, note=note)
         cursor = doc.offset_at(pos)
-        win = edit_window(doc, cursor, o.next_edit_lines, self.tracker.region(uri), 4 * o.context_tokens)
+        win = edit_window(doc, cursor, o.next_edit_lines, self.tracker.region(uri), 4 * NEXT_EDIT_CONTEXT_TOKENS)
         if isinstance(win, str):
             return replace(empty, note=f"next edit: {win}")
         version, cfg = doc.version, self.config()
@@ -278,7 +280,8 @@ class NextEditService:
             current = svc.docs.get(uri)
             return current is None or current.version != version
 
-        job = await svc.scheduler.run(ticket, lambda: NextEditJob(lm, win, cfg, o.context_tokens), lambda _p: None,
+        budget = min(o.context_tokens, NEXT_EDIT_CONTEXT_TOKENS)
+        job = await svc.scheduler.run(ticket, lambda: NextEditJob(lm, win, cfg, budget), lambda _p: None,
                                       0 if invoked else o.next_edit_debounce_ms, abort=stale)
         if job is None or stale():   # superseded, or the document moved on: never apply to another version
             return replace(empty, note="next edit: document changed, edits dropped" if job is not None else "")

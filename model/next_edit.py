@@ -242,27 +242,31 @@ def denoise_spans(engine, ids: list[int], spans: list[Span], cfg: EditConfig) ->
     shift = int(engine.config.logit_shift)
     out_pos = (hole_pos - shift).clamp(min=0)
     positions = torch.arange(n, device=dev)[None]
-    i0, i1 = int(out_pos.min()), int(hole_pos.max()) + 1       # the input span of a cached step
+    # a cached step runs only the holes and the positions whose outputs predict them (the dual cache's
+    # idea with several windows): everything else attends as K/V from the first, full forward
+    active = torch.unique(torch.cat((hole_pos, out_pos)))                  # sorted
+    rest = torch.ones(n, dtype=torch.bool, device=dev)
+    rest[active] = False
+    rest = rest.nonzero().squeeze(-1)
+    active_index = torch.searchsorted(active, out_pos)                     # out_pos within `active`
     tokens = x[:, hole_pos].clone()
     masked = torch.ones_like(tokens, dtype=torch.bool)
     conf = torch.zeros(tokens.shape, dtype=torch.float32, device=dev)
     generator = torch.Generator(device=dev)
     generator.manual_seed(0)
     steps = min(cfg.steps, int(hole_pos.numel()))
-    cache = None
+    past = None
     forwards = 0
     with torch.no_grad():
         step = 0
         while bool(masked.any()):
-            if cache is None:
+            if past is None:
                 out = engine.model(x, position_ids=positions, use_cache=cfg.cache == "dual", logits_index=out_pos)
                 if cfg.cache == "dual":   # the context's K/V for the remaining steps, computed with the holes masked
-                    cache = make_cache("dual", engine.config.num_hidden_layers, 1, engine.config.num_key_value_heads,
-                                       n, engine.config.head_dim, engine.dtype, dev)
-                    cache.update(out.key_values, (i0, i1))
+                    past = [(k[:, :, rest], v[:, :, rest]) for k, v in out.key_values]
             else:
-                out = engine.model(x[:, i0:i1], position_ids=positions[:, i0:i1], past_key_values=cache.past(),
-                                   logits_index=out_pos - i0)
+                out = engine.model(x[:, active], position_ids=active[None], past_key_values=past,
+                                   logits_index=active_index)
             forwards += 1
             denoise_step(out.logits, tokens, masked, conf, step=min(step, steps - 1), steps=steps, alg=cfg.alg,
                          threshold=cfg.threshold, generator=generator)
