@@ -19,6 +19,10 @@ M.defaults = {
     next = '<M-]>', --- next candidate (asks the server for several)
     prev = '<M-[>', --- previous candidate
     dismiss = '<C-]>', --- hide the ghost text
+    -- normal mode: the next edit (coda/nextEdit) drawn where it applies
+    next_edit_accept = '<Tab>', --- jump to the next edit, apply it when already on it (also insert <Tab> without ghost text)
+    next_edit_jump = false, --- only jump to it (e.g. '<M-n>')
+    next_edit_dismiss = '<Esc>', --- drop it (the server records it as rejected)
   },
   -- server settings (sent as initializationOptions and on `require('coda').configure{...}`)
   model_path = nil, ---@type string? CoDA model directory; nil = the embedded default model
