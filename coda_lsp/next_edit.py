@@ -27,8 +27,8 @@ from coda_lsp.documents import Document, Pos
 from coda_lsp.loading import LoadedEngine
 
 log = logging.getLogger(__name__)
-NEXT_EDIT_CONTEXT_TOKENS = 256   # context beside the window (at most contextTokens): the window holds the
-                                 # evidence; a 1,024-token context doubled the scoring forward's cost (bench)
+NEXT_EDIT_CONTEXT_TOKENS = 128   # context beside the window (at most contextTokens): the window holds the
+                                 # evidence; with 1,024 tokens the scoring cost doubled (coda-bench next-edit)
 MAX_LINE_CHARS = 2000          # a window line longer than this (minified, data) is not scored: no edits
 _WORD = re.compile(r"[A-Za-z_0-9]+")
 

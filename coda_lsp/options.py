@@ -48,7 +48,7 @@ class ServerOptions:
     stats: str = "on"                    # local acceptance statistics: on | off | code (also keep the text)
     # next edits (coda/nextEdit, coda_lsp.next_edit)
     next_edit: str = "on"                # on | off | manual (only when the editor asks by a key)
-    next_edit_lines: int = 30            # window: a third above the cursor, the rest below (bounded cost)
+    next_edit_lines: int = 24            # window: a third above the cursor, the rest below (bounded cost)
     next_edit_min_confidence: float = EditConfig.min_confidence   # propose only edits this sure
     next_edit_debounce_ms: int = 400     # an automatic request waits this long (a settled edit, > debounceMs)
 

@@ -24,7 +24,7 @@ class EditConfig:
     max_spans: int = 4               # re-mask at most this many spans (the least likely first)
     max_span_tokens: int = 8         # a longer run of suspect tokens is not a local edit: skipped
     merge_gap: int = 0               # suspect tokens at most this many tokens apart join one span
-    steps: int = 8                   # denoise forwards for all spans together (threshold reveals the sure ones)
+    steps: int = 6                   # denoise forwards for all spans together (threshold reveals the sure ones)
     threshold: float = 0.9           # reveal every masked token at least this sure per step (>= 1 per step)
     alg: str = "entropy"             # unmasking order for the span decode (coda_model.sampler)
     cache: str = "dual"              # "dual": score and decode the window against the context's K/V; "none": exact

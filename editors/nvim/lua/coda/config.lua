@@ -49,7 +49,7 @@ M.defaults = {
   stats = nil, ---@type string? local acceptance statistics: on | off | code (server default on)
   engine = nil, ---@type string? URL of a `coda-lsp serve` that decodes (key from CODA_API_KEY); nil = local model
   next_edit = nil, ---@type string? next-edit suggestions: on | off | manual (server default on)
-  next_edit_lines = nil, ---@type integer? lines of the window a next edit may change (server default 30, max 40)
+  next_edit_lines = nil, ---@type integer? lines of the window a next edit may change (server default 24, max 40)
   next_edit_min_confidence = nil, ---@type number? propose only next edits this sure (server default 0.5)
   next_edit_debounce_ms = nil, ---@type integer? wait after an edit before asking for next edits (server default 400)
 }
