@@ -178,10 +178,26 @@ def score_window(engine, ids: list[int], window: Span, passes: list[int], cfg: E
             cache.update(out.key_values, (i0, w1))
             past = cache.past()
             forwards += 1
-        for p in range(max(passes, default=-1) + 1):
-            cols = [i for i, q in enumerate(passes) if q == p]
-            if not cols:
-                continue
+        groups = [c for c in ([i for i, q in enumerate(passes) if q == p] for p in range(max(passes, default=-1) + 1))
+                  if c]
+        if past is not None and groups:   # every pass in one batched forward of the window against the context
+            xm = x[:, i0:w1].repeat(len(groups), 1)
+            width = max(len(c) for c in groups)
+            index = torch.zeros(len(groups), width, dtype=torch.long, device=engine.device)
+            for r, cols in enumerate(groups):
+                at = torch.tensor(cols, dtype=torch.long, device=engine.device) + w0
+                xm[r, at - i0] = engine.mask_id
+                index[r] = torch.cat(((at - shift).clamp(min=0) - i0, (at[:1] - shift).clamp(min=0).expand(width - len(cols)) - i0))
+            batch_past = [(k.expand(len(groups), -1, -1, -1), v.expand(len(groups), -1, -1, -1)) for k, v in past]
+            logits = engine.model(xm, position_ids=positions[:, i0:w1].expand(len(groups), -1),
+                                  past_key_values=batch_past, logits_index=index).logits       # [R, width, V]
+            for r, cols in enumerate(groups):
+                logp = torch.log_softmax(logits[r, :len(cols)].float(), dim=-1)
+                at = torch.tensor(cols) + w0
+                probs[torch.tensor(cols)] = logp.gather(-1, x[0, at][:, None]).squeeze(-1).exp().cpu()
+                best[torch.tensor(cols)] = logp.max(-1).values.exp().cpu()
+            return probs.tolist(), best.tolist(), forwards + 1
+        for cols in groups:
             at = torch.tensor(cols, dtype=torch.long, device=engine.device) + w0   # absolute positions
             out_pos = (at - shift).clamp(min=0)
             if past is None:
