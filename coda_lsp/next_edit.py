@@ -285,7 +285,7 @@ class NextEditService:
                                       0 if invoked else o.next_edit_debounce_ms, abort=stale)
         if job is None or stale():   # superseded, or the document moved on: never apply to another version
             return replace(empty, note="next edit: document changed, edits dropped" if job is not None else "")
-        edits = job.edits(svc.docs.get(uri))
+        edits = sorted(job.edits(svc.docs.get(uri)), key=lambda e: -e.confidence)   # editors show the first
         total = time.perf_counter() - t0
         if not edits:
             log.debug("[%s] %s: no next edit (%d suspect spans)", rid, uri, len(job.found.suspects) if job.found else 0)

@@ -55,6 +55,8 @@ async def next_edit(ls, params: Any) -> dict:
     try:
         result = await ls.next_edits.suggest(uri, pos, invoked=invoked)
         note = result.note or None
+        log.debug("[%s] next edit %s %d:%d v%s: %d edit(s)%s", result.request_id, uri, pos.line, pos.character,
+                  version, len(result.edits), f" ({note})" if note else "")
         ls.next_edits.record_shown(result)
     finally:
         ls.status_after_run(note)

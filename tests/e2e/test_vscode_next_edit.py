@@ -25,14 +25,15 @@ LINE, COL, NEW = 6, 11, "items"   # `def scale(values, k):`: `values` starts at 
 def test_vscode_next_edit_is_drawn_jumped_to_and_applied(tmp_path, workspace, editor_env, server_cmd):
     src = workspace / "example.py"
     src.write_text(SOURCE)
-    settings = {"coda.serverPath": server_cmd[0], "coda.serverArgs": server_cmd[2:], "coda.enabled": False,
+    settings = {"coda.serverPath": server_cmd[0], "coda.serverArgs": server_cmd[2:], "editor.inlineSuggest.enabled": False,
                 "coda.nextEditMinConfidence": 0, "coda.nextEditDebounceMs": 0, "coda.threads": 1}
     result_file, shot = tmp_path / "result.json", tmp_path / "vscode-next-edit.png"
     drv = run_in_code_server(tmp_path, workspace, editor_env, settings, "vscode_next_edit.js",
                              [str(result_file), str(shot)],
                              dict(CODA_FILE=src.name, CODA_PATH=str(src), CODA_EDIT_LINE=str(LINE),
                                   CODA_EDIT_COL=str(COL), CODA_NEW=NEW))
-    diagnostics = (f"driver rc {drv.returncode}\n{drv.stderr[-2000:]}\ncode-server:\n"
+    ext_log = "".join(tail(p, 3000) for p in tmp_path.glob("ud/logs/*/exthost*/coda-lsp.coda-lsp/CoDA.log"))
+    diagnostics = (f"driver rc {drv.returncode}\n{drv.stderr[-2000:]}\nextension log:\n{ext_log}\ncode-server:\n"
                    f"{tail(tmp_path / 'code-server.log', 2000)}\nserver log:\n{tail(tmp_path / 'server.log')}")
     assert result_file.exists(), diagnostics
     res = json.loads(result_file.read_text())

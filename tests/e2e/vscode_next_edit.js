@@ -68,8 +68,10 @@ async function main() {
     await page.locator('.monaco-editor .view-lines').first().click();
     await gotoLine(page, process.env.CODA_EDIT_LINE, process.env.CODA_EDIT_COL);
     await page.keyboard.press('Control+Shift+ArrowRight');
-    await page.keyboard.type(process.env.CODA_NEW);   // inline completion is off in this test: no ghost text
+    await page.keyboard.type(process.env.CODA_NEW);   // VS Code shows no ghost text in this test (inlineSuggest off)
     log('edited');
+    await page.waitForTimeout(500);
+    result.lines_after_edit = await page.locator('.monaco-editor .view-lines').first().textContent();
 
     // the next edit is drawn: an `after` decoration appears
     await page.waitForFunction(() => {

@@ -22,6 +22,7 @@ export interface NextEditItem {
 }
 
 const CONTEXT_KEY = 'coda.nextEditVisible';
+const SETTLE_MS = 30;   // the server has its own, longer nextEditDebounceMs
 
 export class NextEdits implements vscode.Disposable {
   private readonly old = vscode.window.createTextEditorDecorationType({
@@ -34,6 +35,7 @@ export class NextEdits implements vscode.Disposable {
   });
   private shown?: { editor: vscode.TextEditor; edit: NextEditItem; range: vscode.Range };
   private pending?: vscode.CancellationTokenSource;
+  private timer?: ReturnType<typeof setTimeout>;
   private readonly subscriptions: vscode.Disposable[] = [];
 
   constructor(private readonly client: () => LanguageClient | undefined, private readonly log: vscode.LogOutputChannel) {
@@ -43,7 +45,10 @@ export class NextEdits implements vscode.Disposable {
       }
       const editor = vscode.window.activeTextEditor;
       if (editor && e.document === editor.document && e.contentChanges.length > 0) {
-        void this.request(editor, false);
+        // after this event has reached every listener: the language client's didChange goes out first
+        // (this listener may run before it), so the request never names a version the server has not seen
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => void this.request(editor, false), SETTLE_MS);
       }
     }));
   }
@@ -62,6 +67,7 @@ export class NextEdits implements vscode.Disposable {
     const pos = editor.selection.active;
     const params = { textDocument: { uri: doc.uri.toString(), version: doc.version },
       position: { line: pos.line, character: pos.character }, invoked: invoked || undefined };
+    this.log.debug(`coda/nextEdit v${doc.version} at ${pos.line + 1}:${pos.character + 1}${invoked ? ' (asked)' : ''}`);
     let answer: { edits?: NextEditItem[] } | null;
     try {
       answer = await client.sendRequest<{ edits?: NextEditItem[] } | null>('coda/nextEdit', params, source.token);
@@ -72,6 +78,7 @@ export class NextEdits implements vscode.Disposable {
       return;
     }
     const edit = answer?.edits?.[0];
+    this.log.debug(`coda/nextEdit v${doc.version}: ${answer?.edits?.length ?? 0} edit(s), document at v${doc.version}`);
     // never draw an edit made for another version of the document
     if (source.token.isCancellationRequested || !edit || edit.textDocument.version !== doc.version) {
       return;
@@ -147,6 +154,7 @@ export class NextEdits implements vscode.Disposable {
 
   dispose(): void {
     this.pending?.cancel();
+    clearTimeout(this.timer);
     this.clear();
     this.old.dispose();
     this.added.dispose();
