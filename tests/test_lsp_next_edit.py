@@ -150,6 +150,9 @@ async def test_bad_input_gets_an_empty_answer_and_a_status_line_and_the_server_k
     assert isinstance(edits_of(answer), list)
     assert edits_of(await client.protocol.send_request_async("coda/nextEdit", {"position": "nowhere"})) == []
     assert edits_of(await ask(client, end, 999, 999)) is not None   # past the end: clamped, answered
+    # what Copilot's Neovim clients send besides the request
+    client.protocol.notify("textDocument/didShowInlineEdit", {"item": {"command": {"command": "coda.accepted"}}})
+    client.protocol.notify("textDocument/didFocus", {"textDocument": {"uri": end}})
     alive = await ask(client, end, 3, 4)
     assert isinstance(edits_of(alive), list)
 

@@ -67,9 +67,19 @@ async def next_edit(ls, params: Any) -> dict:
                       for e, sid in zip(result.edits, result.ids)]}
 
 
+def _quiet(method: str):
+    def handler(ls, params: Any) -> None:
+        log.debug("%s: noted", method)
+    return handler
+
+
 def register(server) -> None:
     server.feature(NEXT_EDIT)(next_edit)
     server.feature(COPILOT_INLINE_EDIT)(next_edit)
+
+    # Copilot's clients (copilot-lsp, sidekick.nvim) also send these; accepted quietly, nothing to do
+    for method in ("textDocument/didShowInlineEdit", "textDocument/didFocus"):
+        server.feature(method)(_quiet(method))
 
     @server.command(REJECTED)
     def rejected(ls, *args: Any) -> bool:
