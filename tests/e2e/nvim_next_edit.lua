@@ -61,6 +61,14 @@ api.nvim_create_autocmd('User', { pattern = 'CodaNextEdit', callback = function(
       hl = d.hl_group, virt_text = table.concat(virt), virt_lines = d.virt_lines and #d.virt_lines or 0 }
   end
   log('drawn ' .. vim.inspect(edit.range) .. ' ' .. edit.text)
+  if os.getenv('CODA_TOHTML') then -- the window as HTML, highlights and virtual text included (for a screenshot)
+    local ok, html = pcall(function() return require('tohtml').tohtml(0, { title = 'coda next edit' }) end)
+    if ok then
+      vim.fn.writefile(html, os.getenv('CODA_TOHTML'))
+    else
+      log('tohtml failed: ' .. tostring(html))
+    end
+  end
   vim.schedule(function()
     api.nvim_win_set_cursor(0, { 1, 0 })
     keys('<Tab>') -- the cursor is elsewhere: jump

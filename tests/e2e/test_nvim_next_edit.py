@@ -9,6 +9,8 @@ was drawn equals the server's edit, where the cursor went, the buffer and file a
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -38,8 +40,9 @@ def test_nvim_next_edit_is_drawn_jumped_to_and_applied(tmp_path, workspace, edit
     src = workspace / "example.py"
     src.write_text(SOURCE)
     result_file = tmp_path / "result.json"
+    html = tmp_path / "nvim-next-edit.html"
     env = dict(editor_env, CODA_PLUGIN_DIR=str(REPO / "editors" / "nvim"), CODA_CMD=json.dumps(server_cmd),
-               CODA_RESULT=str(result_file), CODA_EDIT="%d,%d,%s" % EDIT)
+               CODA_RESULT=str(result_file), CODA_EDIT="%d,%d,%s" % EDIT, CODA_TOHTML=str(html))
     proc = subprocess.run([str(nvim), "--headless", "--clean", "-u", str(E2E / "nvim_next_edit.lua"), str(src)],
                           cwd=workspace, env=env, capture_output=True, text=True, timeout=150)
     assert result_file.exists(), f"nvim wrote no result (rc {proc.returncode}):\n{proc.stderr[-3000:]}\n" \
@@ -48,6 +51,11 @@ def test_nvim_next_edit_is_drawn_jumped_to_and_applied(tmp_path, workspace, edit
     assert proc.returncode == 0 and res.get("exit") == 0, (res.get("error"), res.get("events"), proc.stderr[-2000:],
                                                            tail(tmp_path / "server.log"))
     assert res["nvim"].startswith(version)
+    shots = os.environ.get("CODA_SCREENSHOT_DIR")
+    if shots and html.exists() and shutil.which("chromium"):   # the drawn edit, rendered by :TOhtml
+        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=640,260",
+                        f"--screenshot={Path(shots) / f'nvim-next-edit-{version}.png'}", html.as_uri()],
+                       env=editor_env, capture_output=True, timeout=60)
     assert res["after_edit"] == SOURCE.rstrip("\n").replace("def scale(values", "def scale(items")
 
     # drawn at its place: the old range highlighted (when it replaces text), the new text inline after it
