@@ -131,22 +131,29 @@ def breakdown(lm, case: Case, lines: int, context_tokens: int, bar: float) -> di
     tok_at = lambda off: next((k for k in range(len(pieces)) if starts[k] <= off - w < starts[k + 1]), None)  # noqa: E731
     suspects = [(a - job.w0, b - job.w0) for a, b, _ in job.found.suspects]
     proposed = {(doc.offset_at(e.start), doc.offset_at(e.end), e.text): e.confidence for e in job.edits(doc)}
-    probs = job.found.token_probs
+    probs, best = job.found.token_probs, job.found.token_best
     out = {"located": 0, "decoded_right": 0, "above_bar": 0, "oracle_right": 0, "expected": len(case.expected),
            "expected_token_p": [], "window_token_p_median": statistics.median(probs) if probs else None}
-    spans = []
+    spans, expected_tokens = [], set()
     for s, e, t in case.expected:
         k = tok_at(s if e > s else max(w, s - 1))
         if k is None:
             continue
         k_end = max(k + 1, (tok_at(e - 1) or k) + 1)
         out["expected_token_p"].append(min(probs[k:k_end]))
+        expected_tokens.update(range(k, k_end))
         if any(a < k_end and b > k for a, b in suspects):
             out["located"] += 1
         if (s, e, t) in proposed:
             out["decoded_right"] += 1
             out["above_bar"] += proposed[(s, e, t)] >= bar
         spans.append((job.w0 + k, job.w0 + k_end, s, e, t))
+    # how well the scores rank the expected tokens first, among the window's other non-blank tokens
+    p0, p1 = job.protect[0] - job.w0, job.protect[1] - job.w0
+    scored = [(k, probs[k], probs[k] / max(best[k], 1e-12)) for k in range(len(probs))
+              if pieces[k].strip() and not p0 <= k < p1]
+    out["scores"] = {"p": [[s[1], s[0] in expected_tokens] for s in scored],
+                     "ratio": [[s[2], s[0] in expected_tokens] for s in scored]}
     if spans:   # oracle: re-mask exactly the expected edits' tokens, same decode
         decoded, _ = denoise_spans(lm.engine, job.ids, [(a, b) for a, b, *_ in spans], cfg)
         tok = lm.tokenizer
@@ -224,6 +231,16 @@ async def run(model: Optional[str], cases: list[Case], lines: int, bar: float) -
     return {"rows": rows}
 
 
+def _auc(pos: list[float], neg: list[float]) -> Optional[float]:
+    """P(a positive scores lower than a negative), ties half (neg sorted)."""
+    import bisect
+    if not pos or not neg:
+        return None
+    total = sum(len(neg) - bisect.bisect_right(neg, p) + 0.5 * (bisect.bisect_right(neg, p) - bisect.bisect_left(neg, p))
+                for p in pos)
+    return total / (len(pos) * len(neg))
+
+
 def report(rows: list[dict], bar: float) -> dict:
     lat = {}
     for kind in sorted({r["kind"] for r in rows}) + ["all"]:
@@ -236,6 +253,10 @@ def report(rows: list[dict], bar: float) -> dict:
     total = {k: sum(b[k] for b in bd) for k in ("expected", "located", "decoded_right", "above_bar", "oracle_right")}
     exp_p = [p for b in bd for p in b["expected_token_p"]]
     total["expected_token_p_median"] = statistics.median(exp_p) if exp_p else None
+    for name in ("p", "ratio"):   # AUC: chance an expected token scores below (more suspect than) another one
+        pos = [s for b in bd for s, hit in b["scores"][name] if hit]
+        neg = sorted(s for b in bd for s, hit in b["scores"][name] if not hit)
+        total[f"location_auc_{name}"] = _auc(pos, neg)
     total["window_token_p_median"] = statistics.median(b["window_token_p_median"] for b in bd) if bd else None
     return {"bar": bar, "at_bar": summarize(rows, "proposed", bar),
             "sweep": {str(b): summarize(rows, "proposed", b) for b in BARS},
@@ -257,6 +278,8 @@ def main(argv=None) -> int:
                          "string": args.controls - args.controls // 2}, args.lines)
     res = asyncio.run(run(args.model, cases, args.lines, bar))
     res.update(report(res["rows"], bar))
+    for r in res["rows"]:   # the per-token scores are summarised as AUCs; kept out of the file
+        (r["breakdown"] or {}).pop("scores", None)
     res.update(machine=platform.processor() or platform.machine(), python=platform.python_version(),
                model=args.model or "embedded default model", settings=SETTINGS, lines=args.lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)

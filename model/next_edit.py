@@ -53,6 +53,7 @@ class NextEdits:
     suspects: list[tuple[int, int, float]] = field(default_factory=list)   # spans re-masked, with their score
     decoded: list[EditProposal] = field(default_factory=list)   # every decoded span, before the bar / no-change
     token_probs: list[float] = field(default_factory=list)      # p(token) per window position
+    token_best: list[float] = field(default_factory=list)       # p of the model's most likely token there
     window: Span = (0, 0)
     num_forwards: int = 0
 
@@ -96,7 +97,7 @@ def plan_edits(engine, ids: Sequence[int], window: Span, *, protect: Optional[Sp
     probs, best, forwards = score_window(engine, seq, win, passes, cfg)
     skip = {i for i in range(len(words)) if _blank(engine, seq[win[0] + i])}
     spans = pick_spans(probs, best, win, _shift(protect, -base), cfg, skip)
-    found = NextEdits(token_probs=probs, window=(w0, w1), num_forwards=forwards,
+    found = NextEdits(token_probs=probs, token_best=best, window=(w0, w1), num_forwards=forwards,
                       suspects=[(a + base, b + base, sc) for a, b, sc in spans])
     return EditPlan(seq, base, found)
 
