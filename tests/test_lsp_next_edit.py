@@ -4,6 +4,7 @@ through: these tests check the protocol, the version rules, the bad inputs and t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -118,10 +119,10 @@ async def test_an_edit_racing_a_newer_keystroke_is_never_returned(client):
     rename(client, uri, version=2)
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"nextEditDebounceMs": 300}))
-    pending = ask(client, uri, 5, 12)
-    import asyncio
-    task = asyncio.ensure_future(pending)
-    await asyncio.sleep(0.05)   # the request is in its debounce: now the user types
+    seen = len(client.recorder.statuses)
+    task = asyncio.ensure_future(ask(client, uri, 5, 12))
+    # the server took the request (busy) and waits out its debounce: now the user types
+    await client.recorder.wait_for(lambda: any(s.state == "busy" for s in client.recorder.statuses[seen:]))
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=3),
         content_changes=[types.TextDocumentContentChangePartial(
