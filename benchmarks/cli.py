@@ -10,6 +10,7 @@
     coda-bench kernels                 # one window-step matmul in each CPU kernel considered
     coda-bench realsize                # the kernel table at the 1.7B shape through the real server
     coda-bench gate                    # the confidence gate's defaults on held-out lines
+    coda-bench next-edit               # next-edit suggestions: precision/recall/controls/latency vs a fill baseline
 
 Add a subcommand by adding a row to `SUBCOMMANDS` (module imported only when chosen).
 """
@@ -30,6 +31,7 @@ SUBCOMMANDS = {  # name -> (module with main(argv), one-line help)
     "soak": ("coda_bench.soak", "long run of mixed editing traffic: server RSS and latency stay flat"),
     "latency": ("coda_bench.editor_latency", "a real LSP client's wait, fresh and after a keystroke, vs the engine alone"),
     "gate": ("coda_bench.gate", "the confidence gate's defaults: coverage, precision, net chars on held-out lines"),
+    "next-edit": ("coda_bench.next_edit", "next-edit suggestions on held-out code: precision, recall, controls, latency"),
 }
 
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from coda_model.decode_config import ALGORITHMS, CACHE_KINDS, DecodeConfig
+from coda_model.edit_config import EditConfig
 
 from coda_lsp.gate import GateConfig
 from coda_lsp.stats import STATS_MODES
 
 LINE_TOKENS = 24    # length budget of a rest-of-line hole (at most maxTokens)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+NEXT_EDIT_MODES = ("on", "off", "manual")   # the nextEdit setting (coda_lsp.next_edit)
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 QUANTIZE = ("auto", "none", "int8")
 
@@ -47,6 +49,11 @@ class ServerOptions:
     min_confidence: float = 0.9          # cut a suggestion before its first token below this
     min_shown_confidence: float = 0.0    # show nothing when the first line's mean confidence is below this
     stats: str = "on"                    # local acceptance statistics: on | off | code (also keep the text)
+    # next edits (coda/nextEdit, coda_lsp.next_edit)
+    next_edit: str = "on"                # on | off | manual (only when the editor asks by a key)
+    next_edit_lines: int = 24            # window: a third above the cursor, the rest below (bounded cost)
+    next_edit_min_confidence: float = EditConfig.min_confidence   # propose only edits this sure
+    next_edit_debounce_ms: int = 400     # an automatic request waits this long (a settled edit, > debounceMs)
 
     @property
     def gate(self) -> GateConfig:
@@ -111,6 +118,13 @@ def _unit(v: Any) -> float:
     if isinstance(v, bool) or not 0 <= float(v) <= 1:
         raise ValueError("expected a number in [0, 1]")
     return float(v)
+def _lines(v: Any) -> int:
+    n = _positive_int(v)
+    if n > 40:
+        raise ValueError("expected at most 40 lines (the window's cost is bounded)")
+    return n
+
+
 def _url(v: Any) -> Optional[str]:
     if v is None or v == "":
         return None
@@ -188,6 +202,14 @@ SETTINGS: tuple[Setting, ...] = (
                                                           "mean token confidence is below this (0 = always show)", _unit),
     Setting("stats", "stats", f"local acceptance statistics (coda-lsp stats): {' | '.join(STATS_MODES)}",
             _choice(STATS_MODES), flag=""),
+    Setting("nextEdit", "next_edit", f"next-edit suggestions after an edit: {' | '.join(NEXT_EDIT_MODES)} (manual = "
+                                     "only on the editor's key)", _choice(NEXT_EDIT_MODES), flag=""),
+    Setting("nextEditLines", "next_edit_lines", "lines of the window a next edit may change (a third above the "
+                                                "cursor; at most 40)", _lines),
+    Setting("nextEditMinConfidence", "next_edit_min_confidence", "next edits: propose only an edit whose least "
+                                                                 "sure token is at least this", _unit),
+    Setting("nextEditDebounceMs", "next_edit_debounce_ms", "next edits: wait this long after an edit before "
+                                                           "running the model", _non_negative_int),
     Setting("engine", "engine", "URL of a `coda-lsp serve` that decodes instead of the local model (the key comes "
                                 "from CODA_API_KEY)", _url),
 )

@@ -18,6 +18,7 @@ from pygls.protocol import LanguageServerProtocol, default_converter
 
 from coda_lsp import __version__
 from coda_lsp.options import ServerOptions
+from coda_lsp.next_edit import NextEditService
 from coda_lsp.service import CompletionService
 from coda_lsp.streaming import PARTIAL_COMPLETION, STATUS, partial_params, status_params
 
@@ -102,6 +103,7 @@ class CodaLanguageServer(LanguageServer):
         super().__init__("coda-lsp", __version__, protocol_cls=CodaProtocol, converter_factory=converter_factory)
         self.base_options = options or ServerOptions()
         self.service = CompletionService(self.base_options)
+        self.next_edits = NextEditService(self.service)   # coda/nextEdit, on the same documents and worker
         self.load_task: Optional[asyncio.Task] = None
         self.status_state = ""
         self.status_message: Optional[str] = None

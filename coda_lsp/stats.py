@@ -4,7 +4,7 @@ Each suggestion the server shows gets an id, each of its items (candidates to cy
 "<suggestion>.<k>" (`StatsRecorder.show`). When it ends, one JSON line is appended to `stats.jsonl`
 under the platform's user state directory (platformdirs):
 
-    {"t": 1733240000.0, "id": "...", "outcome": "accepted" | "partial" | "dismissed", "chars": 23,
+    {"t": 1733240000.0, "id": "...", "outcome": "accepted" | "partial" | "dismissed" | "rejected", "chars": 23,
      "accepted_chars": 23, "candidates": 1, "latency_ms": 41.0, "model": "default_model",
      "settings": "minConfidence=0.3 ..."}
 
@@ -12,7 +12,9 @@ An outcome is `accepted` when the editor ran the item's `coda.accepted` command 
 (the whole item), `partial` when it reported fewer characters (accept word / line), and `dismissed`
 when the next suggestion for the document came (or the server stopped) without either. No code text
 is stored unless the `stats` setting is "code". The file is rotated at `MAX_BYTES` (one old file kept).
-A corrupt or unwritable file costs one log line and never breaks completion.
+A corrupt or unwritable file costs one log line and never breaks completion. Next edits
+(`coda/nextEdit`) are recorded the same way with `"kind": "next_edit"`; their dismiss key reports
+`rejected`, and one left unanswered until the next one is `dismissed`.
 
 `coda-lsp stats [--since DAYS] [--plot FILE.png]` prints accept rate, accepted characters per
 suggestion shown and p50/p95 latency per model and setting.
@@ -56,6 +58,8 @@ class Pending:
     keep_text: bool
     chosen: int = 0             # the item the user accepted (from) last
     accepted_chars: int = 0
+    kind: str = "inline"        # "inline" | "next_edit" (coda/nextEdit)
+    rejected: bool = False      # the user dismissed it explicitly (next edits' dismiss key)
 
 
 @dataclass
@@ -111,7 +115,7 @@ class StatsRecorder:
     pending: "OrderedDict[str, Pending]" = field(default_factory=OrderedDict)
 
     def show(self, uri: str, items: list[str], *, latency_ms: float, model: str, settings: str,
-             type_through: bool = False) -> list[str]:
+             type_through: bool = False, kind: str = "inline") -> list[str]:
         """Ids for the items of a result; the suggestion shown before at `uri` is replaced (typed over /
         dismissed), and the ones before it end.
 
@@ -127,7 +131,8 @@ class StatsRecorder:
         group = uuid.uuid4().hex[:16]
         ids = [f"{group}.{k}" for k in range(len(items))]
         if self.mode != "off" and items:
-            self.pending[group] = Pending(uri, list(items), round(latency_ms, 1), model, settings, self.mode == "code")
+            self.pending[group] = Pending(uri, list(items), round(latency_ms, 1), model, settings, self.mode == "code",
+                                          kind=kind)
             while len(self.pending) > MAX_PENDING:
                 self._end(next(iter(self.pending)))
         return ids
@@ -163,6 +168,16 @@ class StatsRecorder:
             self._end(group)
         return True
 
+    def rejected(self, sid: str) -> bool:
+        """The user dismissed suggestion `sid` explicitly (a next edit's dismiss key); False for an unknown id."""
+        group = sid.partition(".")[0]
+        p = self.pending.get(group)
+        if p is None:
+            return False
+        p.rejected = True
+        self._end(group)
+        return True
+
     def end_uri(self, uri: str) -> None:
         for group in [g for g, p in self.pending.items() if p.uri == uri]:
             self._end(group)
@@ -174,10 +189,13 @@ class StatsRecorder:
     def _end(self, group: str) -> None:
         p = self.pending.pop(group)
         chars = len(p.items[p.chosen])
-        outcome = "accepted" if p.accepted_chars >= chars else "partial" if p.accepted_chars else "dismissed"
+        outcome = "accepted" if p.accepted_chars >= chars else "partial" if p.accepted_chars else \
+            "rejected" if p.rejected else "dismissed"
         row = {"t": round(time.time(), 3), "id": group, "outcome": outcome, "chars": chars,
                "accepted_chars": p.accepted_chars, "candidates": len(p.items), "latency_ms": p.latency_ms,
                "model": p.model, "settings": p.settings}
+        if p.kind != "inline":
+            row["kind"] = p.kind
         if p.keep_text:
             row["text"] = p.items[p.chosen]
         self.log_file.append(row)

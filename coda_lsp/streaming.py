@@ -18,6 +18,7 @@ PARTIAL_COMPLETION = "coda/partialCompletion"
 STATUS = "coda/status"
 FILL_SELECTION = "coda.fillSelection"
 ACCEPTED = "coda.accepted"          # [id, chars?]: the editor accepted (chars of) an inline item
+REJECTED = "coda.rejected"          # [id]: the user dismissed a next edit (coda/nextEdit) by its key
 STATES = ("loading", "ready", "busy", "error")
 
 

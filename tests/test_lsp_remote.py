@@ -121,3 +121,17 @@ async def test_remote_dying_mid_request_gives_an_empty_answer_one_status_line_an
     assert isinstance(back, types.InlineCompletionList)
     await rec.wait_for(lambda: rec.statuses[-1].state == "ready", timeout=30)
     assert len(rec.for_uri(uri)) > 1 and rec.for_uri(uri)[-1].done
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_next_edits_on_a_remote_engine_say_once_that_it_lacks_the_stage_and_carry_on(client):
+    uri = "file:///w/next-edit-remote.py"
+    open_doc(client, uri, SRC)
+    ask = {"textDocument": {"uri": uri, "version": 1}, "position": {"line": 1, "character": 5}}
+    for _ in range(2):
+        answer = await client.protocol.send_request_async("coda/nextEdit", ask)
+        assert list(answer.edits if hasattr(answer, "edits") else answer["edits"]) == []
+    said = [s for s in client.recorder.statuses if "next-edit stage" in (getattr(s, "message", "") or "")]
+    assert len(said) == 1, client.recorder.statuses
+    after = await client.text_document_inline_completion_async(inline_params(uri, 3, 8))
+    assert isinstance(after, types.InlineCompletionList)

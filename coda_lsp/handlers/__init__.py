@@ -4,6 +4,6 @@ from __future__ import annotations
 
 
 def register_all(server) -> None:
-    from coda_lsp.handlers import accepted, fill, inline, lifecycle, stats, sync
-    for module in (lifecycle, sync, inline, fill, accepted, stats):
+    from coda_lsp.handlers import accepted, fill, inline, lifecycle, next_edit, stats, sync
+    for module in (lifecycle, sync, inline, fill, accepted, stats, next_edit):
         module.register(server)

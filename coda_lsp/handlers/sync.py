@@ -25,8 +25,13 @@ def register(server) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls, params: types.DidChangeTextDocumentParams) -> None:
         td = params.text_document
-        ls.service.docs.change(td.uri, [change_in(c) for c in params.content_changes], td.version)
+        before = ls.service.docs.get(td.uri)
+        old = before.text if before is not None else None
+        doc = ls.service.docs.change(td.uri, [change_in(c) for c in params.content_changes], td.version)
+        if doc is not None and old is not None:
+            ls.next_edits.note_change(td.uri, old, doc.text)   # where the user's latest edit is
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls, params: types.DidCloseTextDocumentParams) -> None:
         ls.service.close(params.text_document.uri)
+        ls.next_edits.drop(params.text_document.uri)

@@ -8,6 +8,7 @@ import { ServerManager } from './client';
 import { FillPreview } from './fill';
 import { InlineStreamer, PartialParams } from './inline';
 import { PartialAccepts } from './partial_accept';
+import { NextEdits } from './nextEdit';
 import { cfg, RESTART_KEYS, serverOptions } from './settings';
 import { State, StatusItem } from './status';
 
@@ -20,6 +21,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const streamer = new InlineStreamer(() => manager?.client);
   const partialAccepts = new PartialAccepts(() => manager?.client);
   streamer.onServed = (document, items) => partialAccepts.note(document, items);
+  const nextEdits = new NextEdits(() => manager?.client, log);
   const applySettings = () => {
     streamer.enabled = cfg().get<boolean>('enabled', true);
     streamer.streaming = cfg().get<boolean>('streaming', true);
@@ -53,7 +55,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   });
 
   context.subscriptions.push(
-    log, status, fill, streamer, manager,
+    log, status, fill, streamer, manager, nextEdits,
+    vscode.commands.registerCommand('coda.nextEdit.suggest', () => nextEdits.request(undefined, true)),
+    vscode.commands.registerCommand('coda.nextEdit.jumpOrAccept', () => nextEdits.jumpOrAccept()),
+    vscode.commands.registerCommand('coda.nextEdit.jump', () => nextEdits.jump()),
+    vscode.commands.registerCommand('coda.nextEdit.accept', () => nextEdits.accept()),
+    vscode.commands.registerCommand('coda.nextEdit.dismiss', () => nextEdits.dismiss()),
     vscode.commands.registerCommand('coda.fill', () => fill.run(manager?.client, log)),
     vscode.commands.registerCommand('coda.toggle', async () => {
       const on = !cfg().get<boolean>('enabled', true);

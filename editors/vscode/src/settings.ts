@@ -12,6 +12,7 @@ export const SERVER_KEYS = [
   'debounceMs', 'contextTokens', 'enabledLanguages', 'streaming', 'cache', 'blockLength', 'speculate', 'threads',
   'engine', 'contextCacheMb', 'vicinity', 'latencyBudgetMs',
   'minConfidence', 'minShownConfidence', 'stats',
+  'nextEdit', 'nextEditLines', 'nextEditMinConfidence', 'nextEditDebounceMs',
 ] as const;
 
 /** Settings whose change needs a new server process. */

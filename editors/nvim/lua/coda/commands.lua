@@ -7,6 +7,10 @@ function M.create(coda)
     coda.fill(require('coda.fill').range_from_command(a))
   end, { range = true, desc = 'coda: rewrite the selected code with the model' })
 
+  api.nvim_create_user_command('CodaNextEdit', function()
+    require('coda.next_edit').request(nil, true)
+  end, { desc = 'coda: ask for the next edit at the cursor (also in nextEdit = manual)' })
+
   api.nvim_create_user_command('CodaToggle', function()
     local on = coda.toggle()
     vim.notify('coda: inline completion ' .. (on and 'on' or 'off'))

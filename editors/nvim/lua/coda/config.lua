@@ -19,6 +19,10 @@ M.defaults = {
     next = '<M-]>', --- next candidate (asks the server for several)
     prev = '<M-[>', --- previous candidate
     dismiss = '<C-]>', --- hide the ghost text
+    -- normal mode: the next edit (coda/nextEdit) drawn where it applies
+    next_edit_accept = '<Tab>', --- jump to the next edit, apply it when already on it (also insert <Tab> without ghost text)
+    next_edit_jump = false, --- only jump to it (e.g. '<M-n>')
+    next_edit_dismiss = '<Esc>', --- drop it (the server records it as rejected)
   },
   -- server settings (sent as initializationOptions and on `require('coda').configure{...}`)
   model_path = nil, ---@type string? CoDA model directory; nil = the embedded default model
@@ -45,6 +49,10 @@ M.defaults = {
   min_shown_confidence = nil, ---@type number? show nothing when the first line's mean confidence is below this
   stats = nil, ---@type string? local acceptance statistics: on | off | code (server default on)
   engine = nil, ---@type string? URL of a `coda-lsp serve` that decodes (key from CODA_API_KEY); nil = local model
+  next_edit = nil, ---@type string? next-edit suggestions: on | off | manual (server default on)
+  next_edit_lines = nil, ---@type integer? lines of the window a next edit may change (server default 24, max 40)
+  next_edit_min_confidence = nil, ---@type number? propose only next edits this sure (server default 0.5)
+  next_edit_debounce_ms = nil, ---@type integer? wait after an edit before asking for next edits (server default 400)
 }
 
 --- snake_case option -> camelCase initializationOptions key
@@ -73,6 +81,10 @@ M.server_keys = {
   min_shown_confidence = 'minShownConfidence',
   stats = 'stats',
   engine = 'engine',
+  next_edit = 'nextEdit',
+  next_edit_lines = 'nextEditLines',
+  next_edit_min_confidence = 'nextEditMinConfidence',
+  next_edit_debounce_ms = 'nextEditDebounceMs',
 }
 
 ---@type coda.Config

@@ -72,6 +72,12 @@ local function set_keymaps(bufnr)
         if M.accept(bufnr, kind) then
           return ''
         end
+        if kind == 'all' and lhs == km.next_edit_accept and require('coda.next_edit').current_edit(bufnr) then
+          vim.schedule(function() -- no ghost text: <Tab> goes to the next edit (sidekick's rule)
+            require('coda.next_edit').jump_or_apply(bufnr)
+          end)
+          return ''
+        end
         return lhs
       end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = 'coda: ' .. desc })
     end
@@ -156,6 +162,7 @@ local function on_attach(client, bufnr)
   partial.attach(bufnr)
   enable_inline(bufnr, client.id, M.enabled)
   set_keymaps(bufnr)
+  require('coda.next_edit').attach(bufnr)
 end
 
 --- Tell the user why the server stopped; never restart it in a loop (Neovim does not restart
@@ -215,6 +222,7 @@ function M.setup(opts)
   M.enabled = cfg.enabled ~= false
   partial.enabled = M.enabled and cfg.streaming ~= false
   partial.setup_highlights()
+  require('coda.next_edit').setup_highlights()
   require('coda.commands').create(M)
   local exe = config.cmd(cfg)[1]
   if vim.fn.executable(exe) ~= 1 then
