@@ -230,7 +230,8 @@ def main() -> int:
     res: dict = {"what": "llama.cpp AR generation, Q8_0 GGUF of the random CoDA 1.7B weights (qwen3 arch)",
                  "setup": {"n_ctx": 1024, "n_batch": 512, "prompt": f"first {PROMPT_TOKENS} tokens of _pyio.py",
                            "generate": f"{GEN_TOKENS} tokens greedy", "timing": f"best of {a.runs} runs by total"},
-                 "machine": machine(), "python": sys.version.split()[0], "loadavg_before": os.getloadavg()}
+                 "machine": machine(), "python": sys.version.split()[0], "loadavg_before": os.getloadavg(),
+                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)")}
     try:
         import llama_cpp
         res["llama_cpp_python"] = llama_cpp.__version__

@@ -118,7 +118,7 @@ async def test_an_edit_racing_a_newer_keystroke_is_never_returned(client):
     open_doc(client, uri, SRC)
     rename(client, uri, version=2)
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"nextEditDebounceMs": 300}))
+        settings={**OPTIONS, "nextEditDebounceMs": 300}))
     seen = len(client.recorder.statuses)
     task = asyncio.ensure_future(ask(client, uri, 5, 12))
     # the server took the request (busy) and waits out its debounce: now the user types
@@ -129,7 +129,7 @@ async def test_an_edit_racing_a_newer_keystroke_is_never_returned(client):
             range=types.Range(start=types.Position(line=4, character=14), end=types.Position(line=4, character=14)),
             text="0")]))
     assert edits_of(await task) == []
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"nextEditDebounceMs": 0}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={**OPTIONS, "nextEditDebounceMs": 0}))
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -163,12 +163,12 @@ async def test_next_edit_off_and_manual_modes(client):
     uri = "file:///ne/modes.py"
     open_doc(client, uri, SRC)
     rename(client, uri)
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"nextEdit": "manual"}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={**OPTIONS, "nextEdit": "manual"}))
     assert edits_of(await ask(client, uri, 5, 12)) == []
     assert edits_of(await ask(client, uri, 5, 12, invoked=True)), "manual: the editor's key still asks"
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"nextEdit": "off"}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={**OPTIONS, "nextEdit": "off"}))
     assert edits_of(await ask(client, uri, 5, 12, invoked=True)) == []
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"nextEdit": "on", "nextEditMinConfidence": 1}))
+        settings={**OPTIONS, "nextEdit": "on", "nextEditMinConfidence": 1}))
     assert edits_of(await ask(client, uri, 5, 12)) == [], "nothing the weak model proposes is that sure"
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"nextEditMinConfidence": 0}))
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={**OPTIONS, "nextEditMinConfidence": 0}))
