@@ -6,4 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/xla_env.sh
 export PJRT_DEVICE=CPU CPU_NUM_DEVICES=4
-exec .venv-xla/bin/python -m pytest -q tests/xla "$@"
+# a private pytest temp root: pytest prunes old numbered dirs under /tmp/pytest-of-$USER at start, and other
+# pytest sessions on a shared machine would prune this one's mid-run
+tmp=$(mktemp -d -t coda-xla-tests.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+.venv-xla/bin/python -m pytest -q -p no:cacheprovider --basetemp "$tmp/t" tests/xla "$@"

@@ -15,18 +15,16 @@ if [ ! -x "$py" ]; then
   python3 -m venv "$env_dir"
 fi
 pip_q() { "$py" -m pip install -q --disable-pip-version-check "$@"; }
-if ! "$py" -c "import torch, torch_xla, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+installed() { "$py" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+if [ "$(installed torch)" != "$TORCH_VERSION" ] || [ "$(installed torch_xla)" != "$TORCH_XLA_VERSION" ]; then
   pip_q "pip>=23"
   pip_q "torch==$TORCH_VERSION" "torch_xla==$TORCH_XLA_VERSION"
 fi
-if ! "$py" -c "import coda_train, pytest, pytest_asyncio, matplotlib" 2>/dev/null; then
+if ! "$py" -c "import coda_train, coda_model, pytest, pytest_asyncio, matplotlib" 2>/dev/null; then
   # the project's own dependencies (torch is already satisfied, so pip keeps 2.9.0) plus pytest
   # (pytest-asyncio only because pyproject's pytest options name it)
   pip_q -e ".[train]" "pytest>=8" "pytest-asyncio>=0.23"
 fi
-"$py" - <<'PY'
-import torch, torch_xla
-print(f"torch {torch.__version__}, torch_xla {torch_xla.__version__}")
-PY
+echo "torch $(installed torch), torch_xla $(installed torch_xla)"
 size=$(du -sh "$env_dir" | cut -f1)
 echo "$env_dir ready in $(( $(date +%s) - start )) s, $size on disk"
