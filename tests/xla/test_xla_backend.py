@@ -130,9 +130,17 @@ def test_xla_backend_shards_parameters_and_optimizer_state_on_the_1d_fsdp_plan(a
     assert split in spec(named["model.layers.0.self_attn.q_proj.weight"])
     assert f"devices=[1,{NUM_DEVICES}]" in spec(named["model.layers.0.self_attn.k_proj.weight"])
     assert f"devices=[{NUM_DEVICES}]" in spec(named["model.norm.weight"])
-    state = trainer.optimizer.state[named["model.layers.0.mlp.down_proj.weight"]]  # sharded on dim 1
-    assert f"devices=[{NUM_DEVICES}]" in spec(state["exp_avg_sq_col"])          # its columns: split
-    assert "replicated" in spec(state["exp_avg_sq_row"])                        # its rows: whole on each
+    b, opt = trainer.backend, trainer.optimizer
+    saved = b.optim_state_dict(trainer.raw_model, opt)
+    assert set(saved["state"]) == set(named) and saved["param_groups"][0]["params"] == list(named)  # by name
+    b.load_optim_state_dict(trainer.raw_model, opt, saved)  # as a resume does: fresh device data from the host
+    for p, st in ((named["model.layers.0.mlp.down_proj.weight"], f"devices=[{NUM_DEVICES}]"),  # split on dim 1
+                  (named["model.layers.0.mlp.up_proj.weight"], "replicated")):           # split on dim 0
+        state = opt.state[p]
+        assert st in spec(state["exp_avg_sq_col"])  # the column statistic follows the parameter's dim 1
+        assert torch.equal(state["exp_avg_sq_col"].cpu(), saved["state"][next(n for n, q in named.items() if q is p)]
+                           ["exp_avg_sq_col"])
+    assert f"devices=[{NUM_DEVICES}]" in spec(opt.state[named["model.layers.0.mlp.up_proj.weight"]]["exp_avg_sq_row"])
     trainer.close()
 
 
