@@ -270,7 +270,7 @@ class Trainer:
     def _mfu(self, tokens_per_s: float) -> Optional[float]:
         if not self.peak_flops:
             return None
-        return tokens_per_s * self.flops_per_token / (self.peak_flops * self.backend.world)
+        return tokens_per_s * self.flops_per_token / (self.peak_flops * self.backend.num_devices)
 
     def _bar(self):
         if not (self.backend.is_main and self.cfg.run.progress):

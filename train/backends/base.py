@@ -24,7 +24,13 @@ class Backend:
 
     @property
     def is_main(self) -> bool:
+        """The process that writes checkpoints, metrics and logs."""
         return self.rank == 0
+
+    @property
+    def num_devices(self) -> int:
+        """Accelerators the step runs on (MFU's denominator); one per rank except under SPMD."""
+        return self.world
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """Move / shard the model for training; returns the module to call."""

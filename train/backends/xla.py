@@ -84,10 +84,20 @@ class XLABackend(Backend):
         if not xr.is_spmd():  # once per process (a second Trainer in the same process reuses it)
             xr.use_spmd()
         self.torch_xla, self.xs, self.met = torch_xla, xs, met
-        self.num_devices = xr.global_runtime_device_count()
-        self.mesh = xs.Mesh(np.arange(self.num_devices), (self.num_devices,), (AXIS,))
+        self._num_devices = xr.global_runtime_device_count()
+        self._process_index = xr.process_index()  # a TPU host; every host runs the same program as rank 0
+        self.mesh = xs.Mesh(np.arange(self._num_devices), (self._num_devices,), (AXIS,))
         self.device = torch_xla.device()
         self._specs: dict[nn.Parameter, Spec] = {}
+
+    @property
+    def num_devices(self) -> int:
+        return self._num_devices
+
+    @property
+    def is_main(self) -> bool:
+        """Host 0 of a pod writes the files (every host computes the same global values)."""
+        return self._process_index == 0
 
     def wrap(self, model: nn.Module) -> nn.Module:
         model.to(self.device)  # new Parameter objects on the XLA device: the trainer builds the optimizer after
