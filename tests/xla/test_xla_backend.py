@@ -5,11 +5,16 @@ eager reference runs in this process on the same torch. Run with `bash scripts/t
 
 Tolerance of the CPU-vs-XLA comparison (LOSS_RTOL, WEIGHT_ATOL): both run the same float32 math, but
 XLA fuses and reorders reductions and SPMD splits the batch and the parameters over 4 devices, so sums
-are associated differently (float reassociation: ~1 ulp, 6e-8 relative, per reduction). Over the
-40-step chain below the measured gap stays within a few ulps (about 1e-7 relative on the losses,
-4e-7 absolute on weights of size ~1); the bounds are 100x that, so they hold as the rounding
-differences grow through training, while any real fault (a dropped micro-batch, a wrong shard, a
-misplaced mark_step, a wrong optimizer state after a resume) moves the loss by 1e-3 or more.
+are associated differently (~1 ulp, 6e-8 relative, per reduction). Over the 40-step chain below the
+measured loss gap stays at 1-2 ulps (at most 1.0e-7 relative); LOSS_RTOL is 100x that. Weights drift
+further (measured up to 1.6e-5 after the SFT stage): AdamW and Adafactor divide each update by the
+gradient's own running scale, so where a gradient is mostly rounding its rounding moves the weight by
+an lr-sized step. A numerical fault is far outside both bounds (a dropped micro-batch halves a step's
+loss sum; a stale optimizer state changes every update by lr-sized amounts); placement faults (a wrong
+shard, a misplaced mark_step) leave the numbers alone, and the sharding test and the compile and
+execution counts are what catch them. Longer runs can leave the ulp regime
+after a gradient spike, exactly as a CPU run with its batch split into two micro-batches does
+(scripts/xla_parity.py, benchmarks/results/xla_parity.png), which is why the test stays short.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from coda_train.testing import make_sft_shards, make_text_shards, make_tokenizer
 from coda_train.trainer import Trainer
 
 LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 4e-5
-BF16_LOSS_RTOL = 2e-2
+WEIGHT_ATOL = 1e-4
+BF16_LOSS_RTOL = 2e-3
 WARMUP_STEPS = 3  # graphs of their own: lr = 0 and Adafactor's beta2 = 0 are XLA constants, other values data
 XLA = {"backend": "xla", "device": "xla"}
 NUM_DEVICES = int(os.environ["CPU_NUM_DEVICES"])  # set by conftest.py
@@ -189,7 +194,7 @@ def test_xla_pretrain_midtrain_sft_follow_the_cpu_curves_compile_once_and_export
 
 def test_xla_resume_after_kill_is_bit_exact_and_the_checkpoint_resumes_on_cpu(assets, tmp_path):
     root, tok, text, _ = assets
-    kw = dict(run={**XLA, "steps": 40, "batch_size": 8, "micro_batch_size": 4, "save_every": 4,
+    kw = dict(run={**XLA, "steps": 24, "batch_size": 8, "micro_batch_size": 4, "save_every": 4,
                    "keep_checkpoints": 10, "log_every": 1},
               optim={"name": "adafactor", "schedule": "linear", "warmup_steps": 3, "lr": 1e-2},
               objective={"logits": "full", "prefix_probability": 0.2, "truncate_probability": 0.2,
@@ -205,7 +210,7 @@ def test_xla_resume_after_kill_is_bit_exact_and_the_checkpoint_resumes_on_cpu(as
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert list_checkpoints(tmp_path / "killed")[-1].name != "step-00000040"
+    assert list_checkpoints(tmp_path / "killed")[-1].name != "step-00000024"
     step8 = tmp_path / "killed" / "checkpoints" / "step-00000008"
     shutil.copytree(step8, tmp_path / "on-cpu" / "checkpoints" / step8.name)
     for ckpt in list_checkpoints(tmp_path / "killed"):
@@ -225,7 +230,7 @@ def test_xla_resume_after_kill_is_bit_exact_and_the_checkpoint_resumes_on_cpu(as
                                                                            "backend": "single"}})
     run_cpu("pretrain", on_cpu, resume=True)
     lc = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "on-cpu")}
-    assert sorted(lc) == list(range(9, 41))
+    assert sorted(lc) == list(range(9, 25))
     assert all(abs(lc[s] - la[s]) <= LOSS_RTOL * la[s] for s in lc), [(s, lc[s], la[s]) for s in lc]
     c = final_weights(tmp_path / "on-cpu")
     assert max((a[k] - c[k]).abs().max().item() for k in a) <= WEIGHT_ATOL
@@ -247,7 +252,9 @@ def test_xla_runs_the_tpu_recipe_switches_bf16_remat_no_clip_without_per_step_co
     ref, got = read_metrics(tmp_path / "cpu"), read_metrics(tmp_path / "xla")
     assert step_compiles(got, WARMUP_STEPS) == [0] * (xla.run.steps - WARMUP_STEPS - 1), got
     assert final_weights(tmp_path / "xla")["lm_head.weight"].dtype == torch.bfloat16
-    # bf16 rounds every op to 8 bits (2^-8 = 4e-3 relative); XLA's CPU compiler may keep fp32 inside a
-    # fusion where eager rounds, so the two agree to bf16 precision, not to float32's
+    # bf16 keeps 8 significant bits (rounding up to 2^-8 = 3.9e-3 per op) and XLA's CPU compiler may keep
+    # fp32 inside a fusion where eager rounds: the two agree to bf16 precision, not float32's (measured
+    # 3.5e-5 over these 10 steps; the bound is half a bf16 rounding step)
     gaps = [abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(ref, got)]
+    print(f"bf16: max loss gap {max(gaps):.1e} (relative)")  # pytest -s
     assert max(gaps) <= BF16_LOSS_RTOL, gaps

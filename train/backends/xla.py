@@ -66,6 +66,22 @@ def state_spec(spec: Spec, param_shape: torch.Size, state_shape: torch.Size) -> 
     return None
 
 
+def remat_layers(model: nn.Module) -> None:
+    """`model.gradient_checkpointing` under XLA: each decoder layer through torch_xla's checkpoint.
+    torch.utils.checkpoint fails here (it looks up a `torch.xla` device module), and torch_xla's version
+    puts optimization barriers around the recomputation so XLA's common-subexpression pass cannot fold
+    it back into the forward (CoDA's remat did the same). The layer's `forward` is replaced on the
+    instance, so parameter names, and with them checkpoints, stay as they are."""
+    from torch_xla.utils.checkpoint import checkpoint  # noqa: PLC0415
+
+    for layer in model.model.layers:
+        def remat(*args, _forward=layer.forward):
+            return checkpoint(_forward, *args)
+
+        layer.forward = remat
+    model.gradient_checkpointing = False  # the network's own (torch.utils) checkpoint stays off
+
+
 class XLABackend(Backend):
     name = "xla"
     static_shapes = True
@@ -105,6 +121,8 @@ class XLABackend(Backend):
             spec = param_spec(name, p)
             self.xs.mark_sharding(p, self.mesh, spec)
             self._specs[p] = spec
+        if getattr(model, "gradient_checkpointing", False):
+            remat_layers(model)
         return model
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
