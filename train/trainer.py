@@ -112,6 +112,10 @@ class Trainer:
             raise ConfigError(f"run.batch_size={cfg.run.batch_size} is not a multiple of micro_batch_size={micro} x "
                               f"world size {world}")
         self.micro, self.accum = micro, cfg.run.batch_size // (micro * world)
+        if b.static_shapes and cfg.objective.kind == "diffusion" and cfg.objective.logits != "full":
+            raise ConfigError(f"objective.logits = {cfg.objective.logits!r} computes a number of logits per row that "
+                              f"depends on the noise: under run.backend = {b.name} every step would recompile; "
+                              "set objective.logits = \"full\"")
         # model, optimizer, schedule
         self.state = TrainState()
         self._saved_step = -1
@@ -184,12 +188,13 @@ class Trainer:
         b.optimizer_step(self.optimizer)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        b.mark_step()
+        b.mark_step()  # device values are read only after this: one graph per step under XLA
         loss = float(b.all_reduce_sum(total)) / normaliser
         self.state.rows_consumed += B
         self.state.tokens_seen += B * L
         self.state.step = step + 1
-        return {"loss": loss, "grad_norm": grad_norm, "epoch": batch.epoch, "targets": num_targets}
+        return {"loss": loss, "grad_norm": float(grad_norm), "epoch": batch.epoch, "targets": int(num_targets),
+                "backend": b.step_metrics()}
 
     def _autocast(self):
         if self.cfg.run.precision == "bf16" and self.backend.device.type in ("cuda", "cpu"):
@@ -234,7 +239,8 @@ class Trainer:
                     metrics.log({"step": step + 1, "loss": loss, "loss_avg": sum(window) / len(window),
                                  "lr": self.scheduler.get_last_lr()[0],
                                  "grad_norm": out["grad_norm"], "epoch": out["epoch"], "tokens": self.state.tokens_seen,
-                                 "tokens_per_s": tps, "mfu": self._mfu(tps), "elapsed_s": self.state.elapsed_s})
+                                 "tokens_per_s": tps, "mfu": self._mfu(tps), "elapsed_s": self.state.elapsed_s,
+                                 **out["backend"]})
                     window = []
                 if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < cfg.run.steps:
                     self.save()
@@ -264,7 +270,7 @@ class Trainer:
     def _mfu(self, tokens_per_s: float) -> Optional[float]:
         if not self.peak_flops:
             return None
-        return tokens_per_s * self.flops_per_token / (self.peak_flops * self.backend.world)
+        return tokens_per_s * self.flops_per_token / (self.peak_flops * self.backend.num_devices)
 
     def _bar(self):
         if not (self.backend.is_main and self.cfg.run.progress):

@@ -16,6 +16,7 @@ class Backend:
     name = "single"
     rank = 0
     world = 1
+    static_shapes = False  # True where a shape that changes per step recompiles the step (XLA)
 
     def __init__(self, run: RunConfig) -> None:
         self.run = run
@@ -23,7 +24,13 @@ class Backend:
 
     @property
     def is_main(self) -> bool:
+        """The process that writes checkpoints, metrics and logs."""
         return self.rank == 0
+
+    @property
+    def num_devices(self) -> int:
+        """Accelerators the step runs on (MFU's denominator); one per rank except under SPMD."""
+        return self.world
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """Move / shard the model for training; returns the module to call."""
@@ -40,7 +47,8 @@ class Backend:
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
-    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float | torch.Tensor:
+        """Clip to `max_norm` (0 = off); the global norm before clipping (the trainer reads it after mark_step)."""
         params = [p for p in model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
         return float(norm)
@@ -50,6 +58,10 @@ class Backend:
 
     def mark_step(self) -> None:
         """End of a traced step (XLA); nothing elsewhere."""
+
+    def step_metrics(self) -> dict:
+        """Back-end counters logged with each metrics record (XLA: compilations, executions)."""
+        return {}
 
     def model_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Full (unsharded) CPU state dict; only meaningful on the main rank."""
