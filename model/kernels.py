@@ -66,7 +66,8 @@ KERNELS = {"float32": Kernel("float32", torch.float32), "bfloat16": Kernel("bflo
 # `coda-bench realsize` (benchmarks/results/realsize.json, "default_model_agreement", exact decoding in both):
 # (same tokens, same text). A kernel under the bar (tokens >= 0.9 and text >= 0.85, the bar the cache
 # approximations meet) is not a candidate for `auto`; it can still be set explicitly.
-AGREEMENT = {"float32": (1.0, 1.0), "bfloat16": (0.964, 0.833), "int8": (0.947, 0.867)}
+# 62 holes, on a Xeon with AMX (int8 fails on text: 0.758; it stays available as `quantize: int8`).
+AGREEMENT = {"float32": (1.0, 1.0), "bfloat16": (0.967, 0.855), "int8": (0.922, 0.758)}
 AGREEMENT_BAR = (0.9, 0.85)
 
 

@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads during tests
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # servers started by tests keep their acceptance statistics (platformdirs' user state dir) out of ~
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="coda-test-state-")
+# ... one thread each (what a busy 2-core machine measures anyway): the server, the one-shot CLI and the
+# engine in this process must decode alike, and a measured thread count could differ between them
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # ... and their load-time kernel measurements (coda_model.kernels) out of the user's cache
 os.environ["CODA_KERNEL_CACHE"] = str(Path(tempfile.mkdtemp(prefix="coda-test-kernels-")) / "kernels.json")
 
