@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence
 
@@ -89,18 +88,13 @@ def apply(options: ServerOptions, choice: Choice) -> ServerOptions:
 def measure_costs(engine, context: int = 256, repeats: int = 2) -> Costs:
     """Time the loaded model: forwards of 16 and 64 tokens against `context` cached tokens, and a window step."""
     import torch
+    from coda_model.kernels import best_seconds
     model, dev = engine.model, engine.device
     vocab = min(engine.config.vocab_size, 1000)
     ids = torch.randint(0, vocab, (1, context + 64), device=dev)
 
     def best(fn) -> float:
-        fn()
-        out = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out = min(out, time.perf_counter() - t0)
-        return out
+        return best_seconds(fn, repeats)
 
     with torch.no_grad():
         past = model(ids[:, :context], use_cache=True, logits_index=torch.tensor([0], device=dev)).key_values

@@ -277,7 +277,7 @@ class SliceProbe:
             refresh = lambda: model(ids[:, :ctx], use_cache=True, logits_index=window)
             h = model.model.norm(torch.zeros(1, STEP_TOKENS, self.config.hidden_size, dtype=_act_dtype(model)))
             head = lambda: model.lm_head(h)
-            t_step, t_refresh, t_head = _best(step, repeats), _best(refresh, repeats), _best(head, repeats)
+            t_step, t_refresh, t_head = best_seconds(step, repeats), best_seconds(refresh, repeats), best_seconds(head, repeats)
             hidden = model(ids[:, :ctx], return_hidden=True).logits.float()
         return t_step, t_refresh, t_head, hidden
 
@@ -303,7 +303,8 @@ def _act_dtype(model: torch.nn.Module) -> torch.dtype:
     return model.model.norm.weight.dtype
 
 
-def _best(fn: Callable[[], object], repeats: int) -> float:
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` timed calls, after one untimed warm-up call."""
     fn()
     best = float("inf")
     for _ in range(repeats):
