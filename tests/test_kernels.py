@@ -66,7 +66,8 @@ def test_explicit_settings_pin_the_kernel_and_say_so(tiny_model_dir):
     assert lm.dtype == torch.bfloat16 and not lm.kernel.measured and "(set)" in lm.kernel.summary()
     assert candidates("bfloat16", "auto") == ["bfloat16"]           # an explicit dtype means float weights
     assert candidates("auto", "none") == [k for k in ("float32", "bfloat16") if kernels.meets_agreement_bar(k)]
-    assert candidates("auto", "auto")[-1] == "int8" and candidates("bfloat16", "none") == ["bfloat16"]
+    assert candidates("auto", "auto") == candidates("auto", "none") + ["int8"] * kernels.meets_agreement_bar("int8")
+    assert candidates("bfloat16", "none") == ["bfloat16"] and candidates("auto", "int8") == ["int8"]
     with pytest.raises(ModelLoadError, match="float16"):
         candidates("float16", "auto")
     with pytest.raises(ModelLoadError, match="quantize"):
@@ -101,9 +102,9 @@ def test_a_kernel_that_errs_in_its_probe_is_not_chosen(tiny_model_dir, monkeypat
         return q, scale * 10
     quantize_rows_real = int8_mod.quantize_rows
     monkeypatch.setattr(int8_mod, "quantize_rows", wrong)
-    lm = load_model(tiny_model_dir, device="cpu", dtype="auto", quantize="auto")
+    lm = load_model(tiny_model_dir, device="cpu", quantize="int8")     # even when set, it is checked against fp32
     bad = next(m for m in lm.kernel.measured if m.kernel == "int8")
-    assert not bad.ok and "differs from fp32" in bad.error and lm.kernel_name != "int8"
+    assert not bad.ok and "differs from fp32" in bad.error and lm.kernel_name == "float32"
     assert any("int8 not used" in n for n in lm.kernel.notes)
 
 
